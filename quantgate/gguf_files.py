@@ -1,0 +1,98 @@
+"""GGUF files of a pipeline's transformer, written by the suite from its BF16 safetensors.
+
+Tensors keep diffusers' key names (diffusers' conversion of original FLUX key names hard-codes the
+full model's width). 2-D weights whose rows fit the type's blocks are quantized with the `gguf`
+package; biases and norms (1-D) are stored as F32, as common FLUX GGUF files do (diffusers' GGUFLinear
+dequantizes the weight only, so a BF16-coded bias would reach the matmul as raw bytes); other 2-D
+tensors whose rows do not fit the blocks are stored as BF16. Tensors are streamed one at a time, and the file is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+WRITER_VERSION = 2   # part of the file name: a changed writer never reuses an older file
+
+
+def gguf_path(model_dir: Path, quant_type: str, cache_root: Path) -> Path:
+    key = Path(model_dir).resolve().as_posix().strip("/").replace("/", "_")
+    return Path(cache_root) / "gguf" / key / f"transformer-{quant_type}.w{WRITER_VERSION}.gguf"
+
+
+def is_valid(path: Path) -> bool:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+        return len(reader.tensors) > 0
+    except Exception:
+        return False
+
+
+def tensor_type(shape: tuple[int, ...], qtype):
+    """The GGML type a tensor of this shape is stored as, for a file of type `qtype`."""
+    import gguf
+
+    if len(shape) < 2:
+        return gguf.GGMLQuantizationType.F32
+    block, _ = gguf.GGML_QUANT_SIZES[qtype]
+    if len(shape) == 2 and shape[-1] % block == 0:
+        return qtype
+    return gguf.GGMLQuantizationType.BF16
+
+
+def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
+    import gguf
+    import torch
+    from safetensors import safe_open
+
+    qtype = getattr(gguf.GGMLQuantizationType, quant_type)
+    plain = {gguf.GGMLQuantizationType.BF16: torch.bfloat16, gguf.GGMLQuantizationType.F32: torch.float32}
+    files = sorted((Path(model_dir) / "transformer").glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no safetensors files in {Path(model_dir) / 'transformer'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(tmp_name, arch="flux")
+        writer.add_type(gguf.GGUFType.MODEL)
+        writer.add_file_type(int(qtype))
+        plan = []
+        for f in files:
+            with safe_open(f, framework="pt") as sf:
+                for name in sorted(sf.keys()):
+                    shape = tuple(sf.get_slice(name).get_shape())
+                    ttype = tensor_type(shape, qtype)
+                    nbytes = gguf.quant_shape_to_byte_shape(shape, ttype)
+                    writer.add_tensor_info(name, nbytes, np.dtype(np.uint8), int(np.prod(nbytes)), raw_dtype=ttype)
+                    plan.append((f, name, ttype))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for f, name, ttype in plan:
+            with safe_open(f, framework="pt") as sf:
+                t = sf.get_tensor(name)
+            if ttype in plain:
+                data = t.to(plain[ttype]).contiguous().view(torch.uint8).numpy()
+            else:
+                data = gguf.quants.quantize(t.float().numpy(), ttype)
+            writer.write_tensor_data(data.reshape(gguf.quant_shape_to_byte_shape(tuple(t.shape), ttype)))
+        writer.close()
+        os.replace(tmp_name, out)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return out
+
+
+def ensure_transformer_gguf(model_dir: Path, quant_type: str, cache_root: Path) -> Path:
+    """The GGUF file for this model and type, written first if missing or unreadable."""
+    path = gguf_path(model_dir, quant_type, cache_root)
+    if path.exists() and is_valid(path):
+        return path
+    return write_transformer_gguf(model_dir, quant_type, path)

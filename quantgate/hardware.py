@@ -1,0 +1,79 @@
+"""Hardware class (keys baselines, expectations and benchmark storage) and environment facts."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+TRACKED_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "torchao",
+                    "optimum-quanto", "bitsandbytes", "gguf", "numpy", "scikit-image", "pytest",
+                    "pytest-benchmark")
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_class(device: str) -> str:
+    """'cpu-x86_64', 'cuda-sm90', ...: one class's numbers are never judged against another's."""
+    if device == "cpu":
+        return f"cpu-{platform.machine()}"
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"cuda-sm{major}{minor}"
+
+
+def environment(device: str) -> dict:
+    """What a result or a baseline was made with."""
+    env = {
+        "hardware": hardware_class(device),
+        "device": device,
+        "cpu": cpu_model(),
+        "cores": _cores(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+    }
+    if device == "cuda":
+        import torch
+
+        env["gpu"] = torch.cuda.get_device_name()
+        env["cuda"] = torch.version.cuda
+        env["driver"] = _nvidia_driver()
+    return env
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _nvidia_driver() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return None

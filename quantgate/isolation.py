@@ -1,0 +1,132 @@
+"""Where a case runs: in a process of its own (default) or inline, behind one interface.
+
+A backend that segfaults, aborts or hangs ends only its own case's process: the parent sees the
+pipe close (or the budget pass), names the signal and the backend, and the session goes on.
+Processes are forked from a fork server that has already imported torch and diffusers, so a case
+costs a fork, not an interpreter start. The fork server never touches CUDA, so each case
+initialises CUDA in its own process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from pathlib import Path
+
+from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut
+from .matrix import Case
+
+MODES = ("process", "inline")
+_context = None
+
+
+def _fork_context():
+    global _context
+    if _context is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["quantgate.worker"])
+        _context = ctx
+    return _context
+
+
+def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -> Exception:
+    if kind == "BackendImportError":
+        return BackendImportError(message)
+    exc = CaseFailed(f"{case.id}: {method} raised {kind}: {message}")
+    exc.remote_traceback = tb
+    exc.remote_kind = kind
+    exc.remote_message = message
+    return exc
+
+
+class CaseProcess:
+    """A case's own process; `call` runs a CaseSession method there."""
+
+    def __init__(self, case: Case, model_dir: Path, cache_root: Path):
+        from . import worker
+
+        ctx = _fork_context()
+        self.case = case
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker.serve, args=(child, case, str(model_dir), str(cache_root)),
+                                name=f"quantgate-{case.id}", daemon=True)
+        self.proc.start()
+        child.close()
+
+    def call(self, method: str, *args):
+        budget = self.case.config.timeout_s
+        try:
+            self.conn.send((method, args))
+            if not self.conn.poll(budget):
+                self.close(kill=True)
+                raise CaseTimedOut(f"{self.case.id}: '{method}' exceeded the case's budget of {budget:g} s "
+                                   f"(timeout_s in matrix.toml); its process was killed")
+            status, *payload = self.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            raise self._death(method) from None
+        if status == "ok":
+            return payload[0]
+        raise _remote_failure(self.case, method, *payload)
+
+    def _death(self, method: str) -> CaseCrashed:
+        self.proc.join(timeout=10)
+        code = self.proc.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        return CaseCrashed(f"{self.case.id}: the case's process {how} during '{method}' "
+                           f"(backend {self.case.config.backend}); the rest of the matrix goes on")
+
+    def close(self, kill: bool = False) -> None:
+        if self.proc.is_alive() and not kill:
+            try:
+                self.conn.send(None)
+                self.proc.join(timeout=30)
+            except (BrokenPipeError, OSError):
+                pass
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=10)
+        self.conn.close()
+
+
+class CaseInline:
+    """The same interface, in this process: no isolation (for debugging and to measure its cost)."""
+
+    def __init__(self, case: Case, model_dir: Path, cache_root: Path):
+        from .run import CaseSession
+
+        self.case = case
+        self.session = CaseSession(case, str(model_dir), str(cache_root))
+
+    def call(self, method: str, *args):
+        import traceback
+
+        from .errors import BackendImportError as _BIE
+
+        try:
+            return getattr(self.session, method)(*args)
+        except _BIE:
+            raise
+        except Exception as exc:
+            raise _remote_failure(self.case, method, type(exc).__name__, str(exc), traceback.format_exc()) from exc
+
+    def close(self, kill: bool = False) -> None:
+        self.session = None
+        import gc
+
+        gc.collect()
+
+
+def open_case(case: Case, model_dir: Path, cache_root: Path, mode: str = "process"):
+    if mode not in MODES:
+        raise ValueError(f"unknown isolation mode {mode!r} (choose from: {', '.join(MODES)})")
+    started = time.perf_counter()
+    handle = (CaseProcess if mode == "process" else CaseInline)(case, model_dir, cache_root)
+    handle.start_s = time.perf_counter() - started
+    return handle

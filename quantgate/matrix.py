@@ -1,0 +1,333 @@
+"""The matrix (models x backend configurations x devices) and the expectations, read from data.
+
+Files, under the fixtures directory:
+  models.toml                 the models the gate runs, with their generation settings
+  prompts.toml                the prompts those models use
+  matrix.toml                 backend configurations (one [[config]] per entry)
+  expectations/<model>.toml   thresholds per hardware class and configuration
+Every error names the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataFileError
+from .schema import Field, check_entry, read_toml
+
+BACKENDS = ("none", "torchao", "quanto", "gguf", "bitsandbytes")
+BACKEND_MARKERS = {"torchao": "torchao", "quanto": "quanto", "gguf": "gguf",
+                   "bitsandbytes": "bitsandbytes"}
+MARKERS = {
+    "gpu": "needs a CUDA GPU (the GPU tier)",
+    "slow": "takes long; left out of quick runs with -m 'not slow'",
+    "bitsandbytes": "uses the bitsandbytes backend",
+    "torchao": "uses the torchao backend",
+    "quanto": "uses the optimum-quanto backend",
+    "gguf": "uses GGUF files",
+}
+DEVICES = ("cpu", "cuda")
+COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "vae")
+ROUTES = ("component", "pipeline")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.]*(-[a-z0-9_.]+)*$")
+
+
+def _id_problem(value: str) -> str | None:
+    if not _ID.match(value):
+        return "must be lower-case words joined by '-' (like 'torchao-int8wo')"
+    return None
+
+
+def _unique(value: list) -> str | None:
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    return f"repeats {', '.join(map(str, dupes))}" if dupes else None
+
+
+# ---------------------------------------------------------------- models and prompts
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str                 # "synthetic" or "checkpoint"
+    builder: str | None         # for synthetic models: which builder ("flux")
+    path: str | None            # for checkpoints: a local folder or a hub id in the local cache
+    description: str
+    height: int
+    width: int
+    steps: int
+    guidance_scale: float
+    max_sequence_length: int
+    prompts: tuple[Prompt, ...]
+    seeds: tuple[int, ...]
+    seed: int                   # seed of the synthetic weights
+    fixtures_dir: Path = field(compare=False)
+
+    @property
+    def config_dir(self) -> Path:
+        return self.fixtures_dir / "models" / self.name
+
+    def images(self) -> list[tuple[Prompt, int]]:
+        """Every (prompt, seed) pair the model is judged on, in a fixed order."""
+        return [(p, s) for p in self.prompts for s in self.seeds]
+
+
+def _multiple_of_16(value: int) -> str | None:
+    return None if value >= 16 and value % 16 == 0 else "must be a multiple of 16 (FLUX packs 2x2 latents of an 8x VAE)"
+
+
+MODEL_FIELDS = [
+    Field("source", str, choices=("synthetic", "checkpoint")),
+    Field("builder", str, required=False, choices=("flux",)),
+    Field("path", str, required=False),
+    Field("description", str, required=False, default=""),
+    Field("height", int, check=_multiple_of_16),
+    Field("width", int, check=_multiple_of_16),
+    Field("steps", int, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("guidance_scale", float),
+    Field("max_sequence_length", int, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("prompts", list, item_kind=str, check=lambda v: _unique(v) or (None if v else "must name at least one prompt")),
+    Field("seeds", list, item_kind=int, check=lambda v: _unique(v) or (None if v else "must hold at least one seed")),
+    Field("seed", int, required=False, default=0),
+]
+PROMPT_FIELDS = [Field("text", str, check=lambda v: None if v.strip() else "must not be empty")]
+
+
+def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
+    fixtures_dir = Path(fixtures_dir)
+    prompts_path = fixtures_dir / "prompts.toml"
+    prompts = {}
+    for name, raw in read_toml(prompts_path).items():
+        prompts[name] = Prompt(name, check_entry(prompts_path, name, raw, PROMPT_FIELDS)["text"])
+    path = fixtures_dir / "models.toml"
+    models = {}
+    for name, raw in read_toml(path).items():
+        problem = _id_problem(name)
+        if problem:
+            raise DataFileError(path, name, None, f"model name {problem}")
+        v = check_entry(path, name, raw, MODEL_FIELDS)
+        if v["source"] == "synthetic" and not v["builder"]:
+            raise DataFileError(path, name, "builder", "missing (a synthetic model needs a builder)")
+        if v["source"] == "checkpoint" and not v["path"]:
+            raise DataFileError(path, name, "path", "missing (a checkpoint model needs a path)")
+        for pid in v["prompts"]:
+            if pid not in prompts:
+                raise DataFileError(path, name, "prompts",
+                                    f"unknown prompt {pid!r} (defined in {prompts_path}: {', '.join(prompts)})")
+        models[name] = ModelSpec(
+            name=name, source=v["source"], builder=v["builder"], path=v["path"],
+            description=v["description"], height=v["height"], width=v["width"], steps=v["steps"],
+            guidance_scale=v["guidance_scale"], max_sequence_length=v["max_sequence_length"],
+            prompts=tuple(prompts[p] for p in v["prompts"]), seeds=tuple(v["seeds"]), seed=v["seed"],
+            fixtures_dir=fixtures_dir)
+    if not models:
+        raise DataFileError(path, None, None, "defines no model")
+    return models
+
+
+# ---------------------------------------------------------------- backend configurations
+
+@dataclass(frozen=True)
+class KnownFailure:
+    match: str      # text the failure's message must contain
+    reason: str     # why it fails, shown in the report
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    id: str
+    backend: str
+    route: str
+    components: tuple[str, ...]
+    settings: dict
+    markers: tuple[str, ...]
+    devices: tuple[str, ...]
+    models: tuple[str, ...] | None
+    timeout_s: float
+    known_failure: KnownFailure | None
+    description: str
+
+    @property
+    def is_reference(self) -> bool:
+        return self.backend == "none"
+
+    @property
+    def all_markers(self) -> tuple[str, ...]:
+        extra = (BACKEND_MARKERS[self.backend],) if self.backend in BACKEND_MARKERS else ()
+        return tuple(dict.fromkeys(extra + self.markers))
+
+
+def _markers_problem(value: list) -> str | None:
+    bad = [m for m in value if m not in MARKERS]
+    if bad:
+        return f"unknown marker {bad[0]!r} (registered: {', '.join(MARKERS)})"
+    return _unique(value)
+
+
+CONFIG_FIELDS = [
+    Field("id", str, check=_id_problem),
+    Field("backend", str, choices=BACKENDS),
+    Field("route", str, required=False, default="component", choices=ROUTES),
+    Field("components", list, item_kind=str, choices=COMPONENTS, check=_unique),
+    Field("settings", dict, required=False, default=dict),
+    Field("markers", list, item_kind=str, required=False, default=list, check=_markers_problem),
+    Field("devices", list, item_kind=str, choices=DEVICES,
+          check=lambda v: _unique(v) or (None if v else "must name at least one device")),
+    Field("models", list, item_kind=str, required=False),
+    Field("timeout_s", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
+    Field("known_failure", dict, required=False),
+    Field("description", str, required=False, default=""),
+]
+KNOWN_FAILURE_FIELDS = [Field("match", str), Field("reason", str)]
+DEFAULTS_FIELDS = [
+    Field("timeout_s", float, required=False, default=900.0, check=lambda v: None if v > 0 else "must be positive"),
+    Field("latency_rounds", int, required=False, default=5, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("shrink_ratio_max", float, required=False, default=0.98,
+          check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+]
+
+
+def load_defaults(fixtures_dir: Path) -> dict:
+    """The matrix's [defaults] table, checked, with defaults filled in."""
+    path = Path(fixtures_dir) / "matrix.toml"
+    return check_entry(path, "defaults", read_toml(path).get("defaults", {}), DEFAULTS_FIELDS)
+
+
+def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[BackendConfig]:
+    from .backends import check_settings   # the backend module owns its settings' schema
+
+    path = Path(fixtures_dir) / "matrix.toml"
+    data = read_toml(path)
+    unknown = sorted(set(data) - {"defaults", "config"})
+    if unknown:
+        raise DataFileError(path, unknown[0], None, "unknown top-level table (use [defaults] and [[config]])")
+    defaults = load_defaults(fixtures_dir)
+    entries = data.get("config", [])
+    if not isinstance(entries, list) or not entries:
+        raise DataFileError(path, None, "config", "no [[config]] entries")
+    configs: list[BackendConfig] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(entries):
+        name = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else f"#{index + 1}"
+        v = check_entry(path, name, raw, CONFIG_FIELDS)
+        if v["id"] in seen:
+            raise DataFileError(path, name, "id", "repeated: each configuration id must be unique")
+        seen.add(v["id"])
+        if v["backend"] == "none":
+            if v["components"]:
+                raise DataFileError(path, name, "components", "must be empty for the reference (backend 'none')")
+        elif not v["components"]:
+            raise DataFileError(path, name, "components", "must name at least one component to quantize")
+        if v["backend"] == "gguf" and v["components"] != ["transformer"]:
+            raise DataFileError(path, name, "components", "GGUF files replace the transformer only: use ['transformer']")
+        if v["route"] == "pipeline" and v["backend"] == "gguf":
+            raise DataFileError(path, name, "route", "GGUF loads through from_single_file: use route 'component'")
+        for m in v["models"] or []:
+            if m not in models:
+                raise DataFileError(path, name, "models", f"unknown model {m!r} (known: {', '.join(models)})")
+        problem = check_settings(v["backend"], v["settings"])
+        if problem:
+            field_name, text = problem
+            raise DataFileError(path, name, f"settings.{field_name}" if field_name else "settings", text)
+        known = None
+        if v["known_failure"] is not None:
+            kf = check_entry(path, name, v["known_failure"], KNOWN_FAILURE_FIELDS)
+            known = KnownFailure(kf["match"], kf["reason"])
+        configs.append(BackendConfig(
+            id=v["id"], backend=v["backend"], route=v["route"], components=tuple(v["components"]),
+            settings=v["settings"], markers=tuple(v["markers"]), devices=tuple(v["devices"]),
+            models=tuple(v["models"]) if v["models"] is not None else None,
+            timeout_s=v["timeout_s"] if v["timeout_s"] is not None else defaults["timeout_s"],
+            known_failure=known, description=v["description"]))
+    references = [c.id for c in configs if c.is_reference]
+    if len(references) != 1:
+        raise DataFileError(path, None, "backend",
+                            f"exactly one configuration must be the reference (backend 'none'), found {len(references)}")
+    return configs
+
+
+# ---------------------------------------------------------------- cases
+
+@dataclass(frozen=True)
+class Case:
+    model: ModelSpec
+    config: BackendConfig
+    device: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.model.name}-{self.config.id}-{self.device}"
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return (("gpu",) if self.device == "cuda" else ()) + self.config.all_markers
+
+
+def build_cases(models: dict[str, ModelSpec], configs: list[BackendConfig]) -> list[Case]:
+    """Every case of the matrix, reference configurations first (their results are the yardstick)."""
+    ordered = sorted(configs, key=lambda c: not c.is_reference)
+    return [Case(models[m], c, d)
+            for m in models
+            for c in ordered if c.models is None or m in c.models
+            for d in c.devices]
+
+
+def reference_config(configs: list[BackendConfig]) -> BackendConfig:
+    return next(c for c in configs if c.is_reference)
+
+
+# ---------------------------------------------------------------- expectations
+
+@dataclass(frozen=True)
+class Expectation:
+    ssim_min: float | None
+    psnr_min: float | None
+    weight_bytes_max: int | None
+    weight_ratio_max: float | None
+    basis: str
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
+
+
+EXPECTATION_FIELDS = [
+    Field("ssim_min", float, required=False, check=lambda v: None if -1.0 <= v <= 1.0 else "must be between -1 and 1"),
+    Field("psnr_min", float, required=False, check=lambda v: None if v >= 0 else "must not be negative"),
+    Field("weight_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
+    Field("weight_ratio_max", float, required=False, check=_fraction),
+    Field("basis", str, required=False, default=""),
+]
+
+
+def expectations_path(fixtures_dir: Path, model: str) -> Path:
+    return Path(fixtures_dir) / "expectations" / f"{model}.toml"
+
+
+def load_expectations(fixtures_dir: Path, model: str,
+                      configs: list[BackendConfig]) -> dict[str, dict[str, Expectation]]:
+    """{hardware class: {configuration id: Expectation}} for one model; empty if it has no file."""
+    path = expectations_path(fixtures_dir, model)
+    if not path.exists():
+        return {}
+    known = {c.id for c in configs}
+    out: dict[str, dict[str, Expectation]] = {}
+    for hw, table in read_toml(path).items():
+        if not isinstance(table, dict):
+            raise DataFileError(path, hw, None, "must be a table of configurations ([<hardware class>.<config id>])")
+        out[hw] = {}
+        for config_id, raw in table.items():
+            entry = f"{hw}.{config_id}"
+            if config_id not in known:
+                raise DataFileError(path, entry, None,
+                                    f"unknown configuration {config_id!r} (not in matrix.toml)")
+            v = check_entry(path, entry, raw, EXPECTATION_FIELDS)
+            out[hw][config_id] = Expectation(**v)
+    return out

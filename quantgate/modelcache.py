@@ -1,0 +1,112 @@
+"""Where models live: synthetic builds in a cache folder, real checkpoints in a local folder.
+
+A synthetic build is written to a temporary folder and renamed into place only after its metadata
+(quantgate-build.json, with a fingerprint of every weight file) is written, so an interrupted
+build never looks complete; a folder without valid metadata is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import QuantgateError
+from .matrix import ModelSpec
+
+CACHE_ENV = "QUANTGATE_CACHE_DIR"
+BUILD_META = "quantgate-build.json"
+
+
+def default_cache_root() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "quantgate"
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.safetensors") if p.is_file())
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """sha256 of every weight file, by path relative to the folder."""
+    out = {}
+    for path in _weight_files(folder):
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+        out[str(path.relative_to(folder))] = h.hexdigest()
+    return out
+
+
+def _complete(folder: Path) -> bool:
+    """True if the folder has build metadata and every weight file it lists, at its recorded size."""
+    meta_path = folder / BUILD_META
+    try:
+        meta = json.loads(meta_path.read_text())
+        return all((folder / rel).stat().st_size == size for rel, size in meta["sizes"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def synthetic_dir(spec: ModelSpec, cache_root: Path) -> Path:
+    from .synth import config_key
+
+    return Path(cache_root) / "models" / f"{spec.name}-{config_key(spec.config_dir, spec.seed)}"
+
+
+def ensure_synthetic(spec: ModelSpec, cache_root: Path) -> Path:
+    """The folder of the built synthetic model, building it first if it is missing or incomplete."""
+    from .synth import BUILDERS, config_key
+
+    final = synthetic_dir(spec, cache_root)
+    if _complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    try:
+        started = time.perf_counter()
+        BUILDERS[spec.builder](spec.config_dir, tmp, spec.seed)
+        meta = {
+            "model": spec.name,
+            "builder": spec.builder,
+            "config_key": config_key(spec.config_dir, spec.seed),
+            "seed": spec.seed,
+            "build_seconds": round(time.perf_counter() - started, 3),
+            "sizes": {str(p.relative_to(tmp)): p.stat().st_size for p in _weight_files(tmp)},
+            "sha256": fingerprint(tmp),
+        }
+        (tmp / BUILD_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if final.exists():             # an incomplete earlier build: never used, replaced
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _complete(final):   # another process won the race with a complete build? else fail
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def checkpoint_dir(spec: ModelSpec) -> Path:
+    """A real checkpoint: a local diffusers folder (model_index.json at its top)."""
+    path = Path(spec.path).expanduser()
+    if not (path / "model_index.json").is_file():
+        raise QuantgateError(
+            f"model '{spec.name}': no diffusers pipeline at {path} (looked for {path / 'model_index.json'}); "
+            "set `path` in models.toml to a folder saved with save_pretrained")
+    return path
+
+
+def model_dir(spec: ModelSpec, cache_root: Path) -> Path:
+    if spec.source == "synthetic":
+        return ensure_synthetic(spec, cache_root)
+    return checkpoint_dir(spec)

@@ -1,0 +1,283 @@
+"""The pytest plugin (entry point `quantgate`): options, markers, matrix parametrization, fixtures.
+
+Tests ask for one of three case fixtures, each parametrized over the matrix:
+  qg_case            every case            qg_quantized_case   every non-reference case
+  qg_reference_case  the BF16 reference cases
+and for `qg`, the session's gateway to loading, measuring and judging a case.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from .errors import BackendImportError, BaselineError, QuantgateError
+from .matrix import MARKERS, Case, build_cases, expectations_path, load_expectations, load_matrix, load_models
+from .runner import KnownFailureReproduced, Runner
+
+CASE_FIXTURES = {
+    "qg_case": lambda c: True,
+    "qg_quantized_case": lambda c: not c.config.is_reference,
+    "qg_reference_case": lambda c: c.config.is_reference,
+}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("quantgate", "quantgate: regression gate for quantized diffusion pipelines")
+    group.addoption("--qg-fixtures", help="folder with models.toml, prompts.toml, matrix.toml, "
+                    "expectations/ (default: ini qg_fixtures, 'fixtures')")
+    group.addoption("--qg-baselines", help="baseline folder (default: ini qg_baselines, 'baselines')")
+    group.addoption("--qg-cache-dir", help="where synthetic models and GGUF files are built "
+                    "(default: $QUANTGATE_CACHE_DIR or ~/.cache/quantgate)")
+    group.addoption("--qg-results-dir", help="folder for this run's results (default: a new "
+                    ".quantgate/results/<time> folder; an existing result set is never overwritten)")
+    group.addoption("--qg-model", action="append", default=[], help="run only this model (repeatable)")
+    group.addoption("--qg-isolation", choices=("process", "inline"), default="process",
+                    help="run each case in its own process (default) or in the pytest process")
+    group.addoption("--qg-allow-missing-backends", action="store_true",
+                    help="skip, rather than fail, cases whose backend cannot be imported")
+    parser.addini("qg_fixtures", "quantgate fixtures folder", default="fixtures")
+    parser.addini("qg_baselines", "quantgate baselines folder", default="baselines")
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")       # no hub at test time, in every case process
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    config.pluginmanager.register(GateSession(config), "quantgate-session")
+
+
+def _path(config, option: str, ini: str) -> Path:
+    value = config.getoption(option) or config.getini(ini)
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config.rootpath / path
+
+
+class GateSession:
+    """Everything one pytest session of the gate shares."""
+
+    def __init__(self, config):
+        self.config = config
+        self.fixtures_dir = _path(config, "--qg-fixtures", "qg_fixtures")
+        self.baselines_dir = _path(config, "--qg-baselines", "qg_baselines")
+        from .modelcache import default_cache_root
+
+        cache = config.getoption("--qg-cache-dir")
+        self.cache_root = Path(cache).expanduser().resolve() if cache else default_cache_root()
+        self.allow_missing = config.getoption("--qg-allow-missing-backends")
+        self.started = datetime.now(timezone.utc)
+        results = config.getoption("--qg-results-dir")
+        if results:
+            self.results_dir = Path(results).expanduser().resolve()
+            if (self.results_dir / "results.json").exists():
+                raise pytest.UsageError(f"--qg-results-dir {self.results_dir} already holds a result set; "
+                                        "choose a new folder (results are never overwritten)")
+        else:
+            stamp = self.started.strftime("%Y%m%d-%H%M%S")
+            self.results_dir = config.rootpath / ".quantgate" / "results" / f"{stamp}-{os.getpid()}"
+        self._data = None
+        self._data_error = None
+        self.runner = None
+
+    # -------------------------------------------------------------- data
+    def data(self):
+        """(models, configs, cases, expectations), read once; an error is raised again on each ask."""
+        if self._data_error is not None:
+            raise self._data_error
+        if self._data is None:
+            try:
+                if not (self.fixtures_dir / "matrix.toml").exists():
+                    raise QuantgateError(f"no matrix at {self.fixtures_dir / 'matrix.toml'}: point --qg-fixtures "
+                                         "(or the ini option qg_fixtures) at a quantgate fixtures folder")
+                models = load_models(self.fixtures_dir)
+                wanted = self.config.getoption("--qg-model")
+                unknown = [m for m in wanted if m not in models]
+                if unknown:
+                    raise QuantgateError(f"--qg-model {unknown[0]!r} is not in {self.fixtures_dir / 'models.toml'} "
+                                         f"(known: {', '.join(models)})")
+                if wanted:
+                    models = {k: v for k, v in models.items() if k in wanted}
+                configs = load_matrix(self.fixtures_dir, models)
+                cases = build_cases(models, configs)
+                expectations = {m: load_expectations(self.fixtures_dir, m, configs) for m in models}
+            except QuantgateError as exc:
+                self._data_error = exc
+                raise
+            self._data = (models, configs, cases, expectations)
+            self.runner = Runner(self.cache_root, self.config.getoption("--qg-isolation"), self.reference_of)
+        return self._data
+
+    def reference_of(self, case: Case) -> Case | None:
+        if case.config.is_reference:
+            return None
+        _, _, cases, _ = self.data()
+        return next(c for c in cases if c.config.is_reference and c.model == case.model and c.device == case.device)
+
+    # -------------------------------------------------------------- collection
+    @pytest.hookimpl
+    def pytest_generate_tests(self, metafunc):
+        names = [n for n in CASE_FIXTURES if n in metafunc.fixturenames]
+        if not names:
+            return
+        if len(names) > 1:
+            raise QuantgateError(f"{metafunc.function.__name__} asks for {' and '.join(names)}: use one case fixture")
+        name = names[0]
+        _, _, cases, _ = self.data()
+        params = [pytest.param(c, id=c.id, marks=self._marks(c)) for c in cases if CASE_FIXTURES[name](c)]
+        metafunc.parametrize(name, params)
+
+    def _marks(self, case: Case) -> list:
+        marks = [getattr(pytest.mark, m) for m in case.markers]
+        if case.device == "cuda" and not _cuda_available():
+            marks.append(pytest.mark.skip(reason="needs CUDA: no CUDA device is visible to torch here"))
+        if case.config.known_failure is not None:
+            marks.append(pytest.mark.xfail(strict=True, raises=KnownFailureReproduced,
+                                           reason=f"known failure: {case.config.known_failure.reason}"))
+        return marks
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        """Run all tests of a case together, cases in matrix order, so each case loads once."""
+        if self._data is None:
+            return
+        order = {c.id: i for i, c in enumerate(self._data[2])}
+
+        def case_index(item):
+            callspec = getattr(item, "callspec", None)
+            if callspec is None:
+                return -1
+            for name in CASE_FIXTURES:
+                if name in callspec.params:
+                    return order[callspec.params[name].id]
+            return -1
+
+        items[:] = sorted(items, key=case_index)
+
+    # -------------------------------------------------------------- session end
+    @pytest.hookimpl
+    def pytest_sessionfinish(self, session):
+        if self.runner is None:
+            return
+        self.runner.close()
+        records = [r for r in self.runner.records.values() if r.status != "not run"]
+        if not records:
+            return
+        from .hardware import environment
+        from .results import write_results
+
+        env = next((r.environment for r in records if r.environment), None) or environment("cpu")
+        try:
+            write_results(self.results_dir, records, env, self.started.isoformat(timespec="seconds"))
+            self.written = True
+        except OSError as exc:
+            self.write_error = f"could not write results to {self.results_dir}: {exc}"
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.runner is None or not self.runner.records:
+            return
+        tr = terminalreporter
+        tr.section("quantgate")
+        if getattr(self, "write_error", None):
+            tr.write_line(self.write_error, red=True)
+        if getattr(self, "written", False):
+            text = (self.results_dir / "results.md").read_text()
+            table = [line for line in text.splitlines() if line.startswith("|")]
+            for line in table:
+                tr.write_line(line)
+            tr.write_line(f"results: {self.results_dir} (results.json, results.md, images/)")
+
+    # -------------------------------------------------------------- the gateway tests use
+    def _guard(self, case: Case, fn, *args):
+        self.data()
+        try:
+            return fn(case, *args)
+        except BackendImportError as exc:
+            if self.allow_missing:
+                pytest.skip(f"backend missing, skipped by --qg-allow-missing-backends: {exc}")
+            raise
+
+    def load(self, case: Case):
+        """Load the case (once per session) and return its record."""
+        self._guard(case, self.runner.handle)
+        return self.runner.record(case)
+
+    record = load
+
+    def images(self, case: Case) -> dict:
+        return self._guard(case, self.runner.images)
+
+    def denoise(self, case: Case, record: bool = True) -> float:
+        if record:
+            return self._guard(case, self.runner.denoise)
+        return self._guard(case, self.runner.call, "denoise")
+
+    def expectation(self, case: Case):
+        _, _, _, expectations = self.data()
+        rec = self.record(case)
+        per_hw = expectations.get(case.model.name, {}).get(rec.hardware, {})
+        if case.config.id not in per_hw:
+            pytest.fail(f"no expectations for '{case.config.id}' on hardware class {rec.hardware}: add a table "
+                        f"[\"{rec.hardware}\".\"{case.config.id}\"] to {expectations_path(self.fixtures_dir, case.model.name)} "
+                        "(quantgate propose-expectations turns a result set into one)", pytrace=False)
+        return per_hw[case.config.id]
+
+    def defaults(self) -> dict:
+        from .matrix import load_defaults
+
+        self.data()
+        return load_defaults(self.fixtures_dir)
+
+    def baseline(self, case: Case, prompt, seed: int):
+        from .baselines import BaselineStore
+
+        rec = self.record(case)
+        try:
+            return BaselineStore(self.baselines_dir).load(case.model, rec.hardware, prompt, seed, case.device)
+        except BaselineError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    def save_image(self, case: Case, key: str, image) -> Path:
+        from PIL import Image
+
+        path = self.results_dir / "images" / case.id / f"{key}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="RGB").save(path, format="PNG")
+        return path
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def qg(request) -> GateSession:
+    """The gate's session: load cases, read their measurements, baselines and expectations."""
+    return request.config.pluginmanager.get_plugin("quantgate-session")
+
+
+@pytest.fixture
+def qg_case(request) -> Case:
+    """One case of the matrix (model x backend configuration x device)."""
+    return request.param
+
+
+@pytest.fixture
+def qg_quantized_case(request) -> Case:
+    """One case whose configuration quantizes something."""
+    return request.param
+
+
+@pytest.fixture
+def qg_reference_case(request) -> Case:
+    """One BF16 reference case."""
+    return request.param

@@ -1,0 +1,130 @@
+"""One record per case, and the result set a session writes: results.json, results.md, images."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .matrix import Case
+
+
+@dataclass
+class CaseRecord:
+    case: str
+    model: str
+    config: str
+    backend: str
+    device: str
+    components: list[str]
+    status: str = "not run"        # ok | failed | crashed | timed out | known failure | import failed
+    error: str | None = None
+    hardware: str | None = None
+    start_s: float | None = None   # starting the case's process
+    load_s: float | None = None
+    weights: dict = field(default_factory=dict)       # component -> {bytes, tensors, quantized_tensors}
+    reference_bytes: dict = field(default_factory=dict)   # component -> bytes in the reference
+    similarity: dict = field(default_factory=dict)    # image key -> {ssim, psnr}
+    image_seconds: list = field(default_factory=list)
+    denoise_s: list = field(default_factory=list)     # each timed denoising call, measured in the case
+    steps: int = 0
+    environment: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_case(cls, case: Case) -> "CaseRecord":
+        return cls(case=case.id, model=case.model.name, config=case.config.id, backend=case.config.backend,
+                   device=case.device, components=list(case.config.components), steps=case.model.steps)
+
+    # -------------------------------------------------------------- derived figures
+    def quantized_bytes(self) -> int | None:
+        if not self.weights or not self.components:
+            return None
+        return sum(self.weights[c]["bytes"] for c in self.components if c in self.weights)
+
+    def weight_ratio(self) -> float | None:
+        q = self.quantized_bytes()
+        ref = sum(self.reference_bytes.get(c, 0) for c in self.components)
+        return q / ref if q is not None and ref else None
+
+    def total_bytes(self) -> int | None:
+        return sum(v["bytes"] for v in self.weights.values()) if self.weights else None
+
+    def step_ms(self) -> float | None:
+        if not self.denoise_s:
+            return None
+        return statistics.median(self.denoise_s) / self.steps * 1000.0
+
+    def min_similarity(self, name: str) -> float | None:
+        values = [v[name] if v[name] is not None else math.inf for v in self.similarity.values()]
+        return min(values) if values else None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fmt(value, spec: str, none: str = "-") -> str:
+    if value is None:
+        return none
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return format(value, spec)
+
+
+def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
+    pk = environment.get("packages", {})
+    versions = ", ".join(f"{k} {v}" for k, v in pk.items() if v)
+    lines = [
+        "# quantgate results",
+        "",
+        f"- date: {started}",
+        f"- machine: {environment.get('cpu', '?')}, {environment.get('cores', '?')} cores"
+        + (f"; GPU {environment['gpu']}, driver {environment.get('driver')}, CUDA {environment.get('cuda')}"
+           if environment.get("gpu") else ""),
+        f"- hardware class: {environment.get('hardware', '?')}",
+        f"- python {environment.get('python', '?')}; {versions}",
+        "",
+        "Weight bytes are real bytes of the quantized components (torchao/quanto tensor subclasses "
+        "flattened, bitsandbytes state included); ratio is to the same components in BF16. SSIM and PSNR "
+        "are the minimum over the model's prompts against the stored BF16 baselines. Step time is the "
+        "median denoising call (measured inside the case's process, device synchronized) over steps.",
+        "",
+        "| case | status | SSIM | PSNR dB | quantized weight bytes | ratio to BF16 | step ms | load s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r.case, r.status, _fmt(r.min_similarity("ssim"), ".4f"), _fmt(r.min_similarity("psnr"), ".2f"),
+            _fmt(r.quantized_bytes() if r.components else r.total_bytes(), ","),
+            _fmt(r.weight_ratio(), ".3f"), _fmt(r.step_ms(), ".1f"), _fmt(r.load_s, ".2f")))
+    errors = [r for r in records if r.error]
+    if errors:
+        lines += ["", "## Failures", ""]
+        lines += [f"- **{r.case}** ({r.status}): {r.error.splitlines()[0]}" for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(folder: Path, records: list[CaseRecord], environment: dict, started: str) -> Path:
+    payload = {"started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "environment": environment, "cases": [asdict(r) for r in records]}
+    _atomic_write(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    _atomic_write(folder / "results.md", markdown(records, environment, started))
+    return folder
+
+
+def read_results(path: Path) -> tuple[dict, list[CaseRecord]]:
+    data = json.loads(Path(path).read_text())
+    return data, [CaseRecord(**c) for c in data["cases"]]

@@ -1,0 +1,142 @@
+"""Load one case's pipeline and measure it. Runs inside the case's own process (see isolation.py).
+
+CaseSession is the whole life of a case: load (with the configuration's quantization, through
+diffusers' public API), weight bytes per component, images for the model's prompts and seeds, and
+timed denoising calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .backends import import_backend, pipeline_quantization_config, quantization_config
+from .matrix import Case
+
+
+def _component_classes(model_dir: Path) -> tuple[type, dict[str, type]]:
+    """The pipeline class and each component's class, as model_index.json names them."""
+    index = json.loads((Path(model_dir) / "model_index.json").read_text())
+    pipe_cls = getattr(importlib.import_module("diffusers"), index["_class_name"])
+    classes = {}
+    for name, value in index.items():
+        if isinstance(value, list) and len(value) == 2 and value[0] in ("diffusers", "transformers"):
+            classes[name] = getattr(importlib.import_module(value[0]), value[1])
+    return pipe_cls, classes
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class CaseSession:
+    def __init__(self, case: Case, model_dir: str, cache_root: str):
+        self.case = case
+        self.model_dir = Path(model_dir)
+        self.cache_root = Path(cache_root)
+        self.pipe = None
+        self._embeds = None
+
+    # -------------------------------------------------------------- load
+    def load(self) -> dict:
+        import torch
+
+        cfg = self.case.config
+        import_backend(cfg.backend)
+        started = time.perf_counter()
+        pipe_cls, classes = _component_classes(self.model_dir)
+        dtype = torch.bfloat16
+        if cfg.is_reference:
+            pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype)
+        elif cfg.route == "pipeline":
+            qc = pipeline_quantization_config(cfg.backend, cfg.settings, cfg.components)
+            pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, quantization_config=qc)
+        else:
+            parts = {name: self._load_component(name, classes[name], dtype) for name in cfg.components}
+            pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, **parts)
+        pipe.to(self.case.device)
+        pipe.set_progress_bar_config(disable=True)
+        _sync(self.case.device)
+        self.pipe = pipe
+        from .hardware import environment
+
+        return {"load_s": time.perf_counter() - started, "components": self.weights(),
+                "environment": environment(self.case.device)}
+
+    def _load_component(self, name: str, cls: type, dtype):
+        cfg = self.case.config
+        qc = quantization_config(cfg.backend, cfg.settings, name)
+        if cfg.backend == "gguf":
+            from .gguf_files import ensure_transformer_gguf
+
+            path = ensure_transformer_gguf(self.model_dir, cfg.settings["quant_type"], self.cache_root)
+            return cls.from_single_file(str(path), config=str(self.model_dir), subfolder=name,
+                                        quantization_config=qc, dtype=dtype)
+        return cls.from_pretrained(self.model_dir, subfolder=name, quantization_config=qc, dtype=dtype)
+
+    # -------------------------------------------------------------- measurements
+    def weights(self) -> dict:
+        """Real bytes per component: {name: {bytes, tensors, quantized_tensors}}."""
+        from .memory import weight_bytes
+
+        out = {}
+        for name, module in self.pipe.components.items():
+            if hasattr(module, "named_parameters"):
+                out[name] = weight_bytes(module).as_dict()
+        return out
+
+    def _call_kwargs(self) -> dict:
+        m = self.case.model
+        return {"height": m.height, "width": m.width, "num_inference_steps": m.steps,
+                "guidance_scale": m.guidance_scale, "max_sequence_length": m.max_sequence_length}
+
+    def generate(self) -> dict:
+        """8-bit RGB images for every (prompt, seed) of the model: {key: array}."""
+        import torch
+
+        images, seconds = {}, []
+        for prompt, seed in self.case.model.images():
+            started = time.perf_counter()
+            out = self.pipe(prompt.text, generator=torch.Generator("cpu").manual_seed(seed),
+                            output_type="np", **self._call_kwargs()).images[0]
+            _sync(self.case.device)
+            seconds.append(time.perf_counter() - started)
+            if not np.isfinite(out).all():
+                raise FloatingPointError(f"image for prompt '{prompt.id}', seed {seed} has non-finite values")
+            images[image_key(prompt.id, seed)] = (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return {"images": images, "seconds": seconds}
+
+    def denoise(self) -> float:
+        """One denoising call (transformer loop + scheduler, prompt embeddings precomputed, no VAE);
+        returns its seconds, the device synchronized before the clock is read."""
+        import torch
+
+        if self._embeds is None:
+            prompt = self.case.model.prompts[0].text
+            with torch.no_grad():
+                embeds, pooled, _ = self.pipe.encode_prompt(
+                    prompt, prompt_2=None, max_sequence_length=self.case.model.max_sequence_length,
+                    device=self.case.device)
+            self._embeds = (embeds, pooled)
+        embeds, pooled = self._embeds
+        _sync(self.case.device)
+        started = time.perf_counter()
+        self.pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, output_type="latent",
+                  generator=torch.Generator("cpu").manual_seed(self.case.model.seeds[0]),
+                  **self._call_kwargs())
+        _sync(self.case.device)
+        return time.perf_counter() - started
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def image_key(prompt_id: str, seed: int) -> str:
+    return f"{prompt_id}-s{seed}"

@@ -1,0 +1,134 @@
+"""Drives cases for a session: one case process at a time, each case loaded once, results recorded.
+
+Tests ask the runner for what they check (weights, images, timed denoising); the first ask loads
+the case. A load failure is remembered and re-raised to every test of that case without loading
+again. The reference (BF16) case of a model runs before the model's quantized cases, so their
+ratios have a yardstick even when the run is filtered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut, QuantgateError
+from .isolation import open_case
+from .matrix import Case
+from .modelcache import model_dir
+from .results import CaseRecord
+
+
+class KnownFailureReproduced(QuantgateError):
+    """A case listed with known_failure failed as expected (pytest reports it as xfail)."""
+
+
+def _status_of(exc: Exception) -> str:
+    if isinstance(exc, CaseCrashed):
+        return "crashed"
+    if isinstance(exc, CaseTimedOut):
+        return "timed out"
+    if isinstance(exc, BackendImportError):
+        return "import failed"
+    return "failed"
+
+
+class Runner:
+    def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None):
+        self.cache_root = Path(cache_root)
+        self.isolation = isolation
+        self.reference_of = reference_of        # case -> its reference case (None for a reference)
+        self.records: dict[str, CaseRecord] = {}
+        self._model_dirs: dict[str, Path] = {}
+        self._failures: dict[str, Exception] = {}
+        self._images: dict[str, dict] = {}
+        self._active: tuple[str, object] | None = None
+
+    # -------------------------------------------------------------- models
+    def model_dir(self, case: Case) -> Path:
+        name = case.model.name
+        if name not in self._model_dirs:
+            self._model_dirs[name] = model_dir(case.model, self.cache_root)
+        return self._model_dirs[name]
+
+    # -------------------------------------------------------------- case lifecycle
+    def record(self, case: Case) -> CaseRecord:
+        if case.id not in self.records:
+            self.records[case.id] = CaseRecord.for_case(case)
+        return self.records[case.id]
+
+    def _fail(self, case: Case, exc: Exception) -> Exception:
+        rec = self.record(case)
+        known = case.config.known_failure
+        if known is not None and known.match in str(exc):
+            rec.status, rec.error = "known failure", f"{known.reason}: {exc}"
+            exc = KnownFailureReproduced(f"{case.id}: known failure ({known.reason}): {exc}")
+        else:
+            rec.status, rec.error = _status_of(exc), str(exc)
+            if getattr(exc, "remote_traceback", None):
+                rec.error += "\n" + exc.remote_traceback
+        self._failures[case.id] = exc
+        return exc
+
+    def handle(self, case: Case):
+        """The case's loaded process, loading it (and closing the previous case's) if needed."""
+        if case.id in self._failures:
+            raise self._failures[case.id]
+        if self._active is not None and self._active[0] == case.id:
+            return self._active[1]
+        self.close_active()
+        reference = self.reference_of(case) if self.reference_of else None
+        if reference is not None and not self.record(reference).weights:
+            try:
+                self.handle(reference)
+            except Exception:
+                pass                        # the reference's own tests report its failure
+            self.close_active()
+        rec = self.record(case)
+        try:
+            folder = self.model_dir(case)
+            handle = open_case(case, folder, self.cache_root, self.isolation)
+            rec.start_s = handle.start_s
+            self._active = (case.id, handle)
+            info = handle.call("load")
+        except Exception as exc:
+            self.close_active(kill=True)
+            raise self._fail(case, exc) from exc
+        rec.status = "ok"
+        rec.load_s, rec.weights = info["load_s"], info["components"]
+        rec.environment, rec.hardware = info["environment"], info["environment"]["hardware"]
+        if reference is not None:
+            rec.reference_bytes = {c: v["bytes"] for c, v in self.record(reference).weights.items()}
+        return handle
+
+    def call(self, case: Case, method: str, *args):
+        handle = self.handle(case)
+        try:
+            return handle.call(method, *args)
+        except (CaseCrashed, CaseTimedOut) as exc:
+            self._active = None
+            raise self._fail(case, exc) from exc
+        except CaseFailed as exc:
+            known = case.config.known_failure
+            if known is not None and known.match in str(exc):
+                raise self._fail(case, exc) from exc
+            raise
+
+    def images(self, case: Case) -> dict:
+        if case.id not in self._images:
+            out = self.call(case, "generate")
+            self._images[case.id] = out["images"]
+            self.record(case).image_seconds = out["seconds"]
+        return self._images[case.id]
+
+    def denoise(self, case: Case) -> float:
+        seconds = self.call(case, "denoise")
+        self.record(case).denoise_s.append(seconds)
+        return seconds
+
+    def close_active(self, kill: bool = False) -> None:
+        if self._active is not None:
+            _, handle = self._active
+            self._active = None
+            handle.close(kill=kill)
+
+    def close(self) -> None:
+        self.close_active()

@@ -1,0 +1,22 @@
+"""Latency of the denoising call, tracked with pytest-benchmark.
+
+The timed call runs in the case's process (prompt embeddings precomputed, VAE left out) and
+synchronizes the device before the clock stops; the round trip to that process is inside the
+timing. Compare runs with pytest-benchmark's --benchmark-compare; no wall-clock limit is asserted
+here, since a timed unit test is no performance claim.
+"""
+
+
+def test_denoise_latency(qg, qg_case, benchmark):
+    record = qg.load(qg_case)
+    qg.denoise(qg_case, record=False)        # warm-up: first-call allocations, kernel selection
+    rounds = qg.defaults()["latency_rounds"]
+    benchmark.extra_info.update({
+        "case": qg_case.id, "hardware": record.hardware, "steps": qg_case.model.steps,
+        "height": qg_case.model.height, "width": qg_case.model.width, "backend": qg_case.config.backend})
+    timed_before = len(record.denoise_s)
+    benchmark.pedantic(qg.denoise, args=(qg_case,), rounds=rounds, iterations=1, warmup_rounds=0)
+    timed = record.denoise_s[timed_before:]
+    # --benchmark-disable runs the call once; otherwise every round is one call
+    assert len(timed) == (1 if benchmark.disabled else rounds)
+    assert all(0 < s < float("inf") for s in timed), f"denoising times are not finite and positive: {timed}"

@@ -1,0 +1,38 @@
+"""Weights: every quantized component really shrank, and stays under its ceiling.
+
+Bytes are counted from the storages the weights hold (quantgate.memory), never from
+get_memory_footprint(), which reports torchao and quanto weights at their unquantized size.
+"""
+
+import pytest
+
+
+def test_quantization_takes_effect(qg, qg_quantized_case):
+    record = qg.load(qg_quantized_case)
+    shrink_max = qg.defaults()["shrink_ratio_max"]
+    for component in qg_quantized_case.config.components:
+        held = record.weights[component]["bytes"]
+        reference = record.reference_bytes.get(component)
+        if not reference:
+            pytest.fail(f"no BF16 reference bytes for {component}: the reference case did not load", pytrace=False)
+        ratio = held / reference
+        assert ratio <= shrink_max, (
+            f"quantization did not take effect on {component}: it holds {held:,} bytes, "
+            f"{ratio:.1%} of its {reference:,} BF16 bytes (limit {shrink_max:.0%}); "
+            f"{record.weights[component]['quantized_tensors']} of {record.weights[component]['tensors']} "
+            "tensors are quantized")
+
+
+def test_weight_bytes_within_ceiling(qg, qg_case):
+    record = qg.load(qg_case)
+    expected = qg.expectation(qg_case)
+    held = record.quantized_bytes() if qg_case.config.components else record.total_bytes()
+    what = "+".join(qg_case.config.components) or "the whole pipeline"
+    if expected.weight_bytes_max is not None:
+        assert held <= expected.weight_bytes_max, (
+            f"memory grew: {what} holds {held:,} bytes, over the ceiling of {expected.weight_bytes_max:,} "
+            f"({held / expected.weight_bytes_max - 1:+.1%})")
+    if expected.weight_ratio_max is not None and qg_case.config.components:
+        ratio = record.weight_ratio()
+        assert ratio is not None and ratio <= expected.weight_ratio_max, (
+            f"{what} holds {ratio:.3f} of its BF16 bytes, over the expected {expected.weight_ratio_max:.3f}")
