@@ -15,3 +15,6 @@ def pytest_configure(config):
         raise pytest.UsageError(
             "the quantgate pytest plugin is not loaded: install the package first "
             "(pip install -e '.[backends,test]')" + ("" if found else "; the quantgate package is not importable"))
+
+# pytester runs the gate in a subprocess for the harness's own tests (tests/unit).
+pytest_plugins = ["pytester"]

@@ -122,6 +122,7 @@ class BaselineStore:
         parent = self.root / model.name
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{hardware}.new-", dir=parent))
+        os.chmod(tmp, 0o755)
         try:
             created = datetime.now(timezone.utc).isoformat(timespec="seconds")
             for key, (prompt, seed) in wanted.items():

@@ -43,13 +43,14 @@ def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -
 class CaseProcess:
     """A case's own process; `call` runs a CaseSession method there."""
 
-    def __init__(self, case: Case, model_dir: Path, cache_root: Path):
+    def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str):
         from . import worker
 
         ctx = _fork_context()
         self.case = case
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker.serve, args=(child, case, str(model_dir), str(cache_root)),
+        self.proc = ctx.Process(target=worker.serve,
+                                args=(child, case, str(model_dir), str(cache_root), session_factory),
                                 name=f"quantgate-{case.id}", daemon=True)
         self.proc.start()
         child.close()
@@ -98,11 +99,11 @@ class CaseProcess:
 class CaseInline:
     """The same interface, in this process: no isolation (for debugging and to measure its cost)."""
 
-    def __init__(self, case: Case, model_dir: Path, cache_root: Path):
-        from .run import CaseSession
+    def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str):
+        from .run import session_class
 
         self.case = case
-        self.session = CaseSession(case, str(model_dir), str(cache_root))
+        self.session = session_class(session_factory)(case, str(model_dir), str(cache_root))
 
     def call(self, method: str, *args):
         import traceback
@@ -123,10 +124,11 @@ class CaseInline:
         gc.collect()
 
 
-def open_case(case: Case, model_dir: Path, cache_root: Path, mode: str = "process"):
+def open_case(case: Case, model_dir: Path, cache_root: Path, mode: str = "process",
+              session_factory: str = "quantgate.run:CaseSession"):
     if mode not in MODES:
         raise ValueError(f"unknown isolation mode {mode!r} (choose from: {', '.join(MODES)})")
     started = time.perf_counter()
-    handle = (CaseProcess if mode == "process" else CaseInline)(case, model_dir, cache_root)
+    handle = (CaseProcess if mode == "process" else CaseInline)(case, model_dir, cache_root, session_factory)
     handle.start_s = time.perf_counter() - started
     return handle

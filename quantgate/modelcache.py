@@ -70,6 +70,7 @@ def ensure_synthetic(spec: ModelSpec, cache_root: Path) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    os.chmod(tmp, 0o755)
     try:
         started = time.perf_counter()
         BUILDERS[spec.builder](spec.config_dir, tmp, spec.seed)

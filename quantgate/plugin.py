@@ -37,6 +37,8 @@ def pytest_addoption(parser):
     group.addoption("--qg-model", action="append", default=[], help="run only this model (repeatable)")
     group.addoption("--qg-isolation", choices=("process", "inline"), default="process",
                     help="run each case in its own process (default) or in the pytest process")
+    group.addoption("--qg-case-session", help="'module:Class' that loads and measures a case in its process: "
+                    "quantgate.run:CaseSession (default) or a subclass, for pipelines of your own")
     group.addoption("--qg-allow-missing-backends", action="store_true",
                     help="skip, rather than fail, cases whose backend cannot be imported")
     parser.addini("qg_fixtures", "quantgate fixtures folder", default="fixtures")
@@ -108,7 +110,10 @@ class GateSession:
                 self._data_error = exc
                 raise
             self._data = (models, configs, cases, expectations)
-            self.runner = Runner(self.cache_root, self.config.getoption("--qg-isolation"), self.reference_of)
+            from .run import DEFAULT_SESSION
+
+            self.runner = Runner(self.cache_root, self.config.getoption("--qg-isolation"), self.reference_of,
+                                 self.config.getoption("--qg-case-session") or DEFAULT_SESSION)
         return self._data
 
     def reference_of(self, case: Case) -> Case | None:

@@ -138,5 +138,20 @@ class CaseSession:
         return "pong"
 
 
+DEFAULT_SESSION = "quantgate.run:CaseSession"
+
+
+def session_class(factory: str) -> type:
+    """The class named 'module:Class' that runs a case: CaseSession or a subclass of it, so a
+    project can gate its own pipelines with its own loading code."""
+    module, _, name = factory.partition(":")
+    if not module or not name:
+        raise ValueError(f"case session {factory!r} must be written as 'module:Class'")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, CaseSession)):
+        raise TypeError(f"case session {factory!r} is not a subclass of quantgate.run.CaseSession")
+    return cls
+
+
 def image_key(prompt_id: str, seed: int) -> str:
     return f"{prompt_id}-s{seed}"

@@ -15,6 +15,7 @@ from .isolation import open_case
 from .matrix import Case
 from .modelcache import model_dir
 from .results import CaseRecord
+from .run import DEFAULT_SESSION
 
 
 class KnownFailureReproduced(QuantgateError):
@@ -32,9 +33,11 @@ def _status_of(exc: Exception) -> str:
 
 
 class Runner:
-    def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None):
+    def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
+                 session_factory: str = DEFAULT_SESSION):
         self.cache_root = Path(cache_root)
         self.isolation = isolation
+        self.session_factory = session_factory
         self.reference_of = reference_of        # case -> its reference case (None for a reference)
         self.records: dict[str, CaseRecord] = {}
         self._model_dirs: dict[str, Path] = {}
@@ -85,7 +88,7 @@ class Runner:
         rec = self.record(case)
         try:
             folder = self.model_dir(case)
-            handle = open_case(case, folder, self.cache_root, self.isolation)
+            handle = open_case(case, folder, self.cache_root, self.isolation, self.session_factory)
             rec.start_s = handle.start_s
             self._active = (case.id, handle)
             info = handle.call("load")

@@ -12,11 +12,15 @@ import diffusers  # noqa: F401  (preloaded in the fork server)
 import torch  # noqa: F401
 import transformers  # noqa: F401
 
-from .run import CaseSession
+from .run import session_class
 
 
-def serve(conn, case, model_dir: str, cache_root: str) -> None:
-    session = CaseSession(case, model_dir, cache_root)
+def serve(conn, case, model_dir: str, cache_root: str, session_factory: str) -> None:
+    try:
+        session = session_class(session_factory)(case, model_dir, cache_root)
+    except BaseException as exc:
+        session = None
+        failure = ("error", type(exc).__name__, str(exc), traceback.format_exc())
     while True:
         try:
             message = conn.recv()
@@ -25,6 +29,9 @@ def serve(conn, case, model_dir: str, cache_root: str) -> None:
         if message is None:
             return
         method, args = message
+        if session is None:
+            conn.send(failure)
+            continue
         try:
             result = getattr(session, method)(*args)
         except BaseException as exc:  # reported to the parent, which fails the case
