@@ -35,6 +35,8 @@ def pytest_addoption(parser):
     group.addoption("--qg-results-dir", help="folder for this run's results (default: a new "
                     ".quantgate/results/<time> folder; an existing result set is never overwritten)")
     group.addoption("--qg-model", action="append", default=[], help="run only this model (repeatable)")
+    group.addoption("--qg-config", action="append", default=[],
+                    help="run only this backend configuration id from matrix.toml (repeatable)")
     group.addoption("--qg-isolation", choices=("process", "inline"), default="process",
                     help="run each case in its own process (default) or in the pytest process")
     group.addoption("--qg-case-session", help="'module:Class' that loads and measures a case in its process: "
@@ -104,7 +106,14 @@ class GateSession:
                 if wanted:
                     models = {k: v for k, v in models.items() if k in wanted}
                 configs = load_matrix(self.fixtures_dir, models)
-                cases = build_cases(models, configs)
+                self.all_cases = build_cases(models, configs)
+                picked = self.config.getoption("--qg-config")
+                known = [c.id for c in configs]
+                unknown = [c for c in picked if c not in known]
+                if unknown:
+                    raise QuantgateError(f"--qg-config {unknown[0]!r} is not in {self.fixtures_dir / 'matrix.toml'} "
+                                         f"(known: {', '.join(known)})")
+                cases = [c for c in self.all_cases if not picked or c.config.id in picked]
                 expectations = {m: load_expectations(self.fixtures_dir, m, configs) for m in models}
             except QuantgateError as exc:
                 self._data_error = exc
@@ -119,8 +128,9 @@ class GateSession:
     def reference_of(self, case: Case) -> Case | None:
         if case.config.is_reference:
             return None
-        _, _, cases, _ = self.data()
-        return next(c for c in cases if c.config.is_reference and c.model == case.model and c.device == case.device)
+        self.data()
+        return next(c for c in self.all_cases
+                    if c.config.is_reference and c.model == case.model and c.device == case.device)
 
     # -------------------------------------------------------------- collection
     @pytest.hookimpl
@@ -145,22 +155,27 @@ class GateSession:
         return marks
 
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items):
-        """Run all tests of a case together, cases in matrix order, so each case loads once."""
+    def pytest_collection_modifyitems(self, config, items):
+        """Run all tests of a case together, cases in matrix order, so each case loads once.
+
+        A case fixture left with no case (say, --qg-config picks no reference) deselects its test
+        instead of reporting an empty parameter set."""
         if self._data is None:
             return
         order = {c.id: i for i, c in enumerate(self._data[2])}
 
-        def case_index(item):
+        def case_of(item):
             callspec = getattr(item, "callspec", None)
-            if callspec is None:
-                return -1
             for name in CASE_FIXTURES:
-                if name in callspec.params:
-                    return order[callspec.params[name].id]
-            return -1
+                if callspec is not None and name in callspec.params:
+                    return callspec.params[name]
+            return None
 
-        items[:] = sorted(items, key=case_index)
+        empty = [i for i in items if case_of(i) is not None and not isinstance(case_of(i), Case)]
+        if empty:
+            config.hook.pytest_deselected(items=empty)
+        kept = [i for i in items if i not in empty]
+        items[:] = sorted(kept, key=lambda i: order[case_of(i).id] if isinstance(case_of(i), Case) else -1)
 
     # -------------------------------------------------------------- session end
     @pytest.hookimpl
