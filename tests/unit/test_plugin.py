@@ -1,0 +1,51 @@
+"""The plugin as a user meets it: where results go, what a run never touches, bad options."""
+
+import hashlib
+import json
+
+from .conftest import REPO
+
+
+def _tree_digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_writes_its_results_and_touches_no_baseline(run_gate, baselines_copy, pytester, shared_cache, tmp_path):
+    before = _tree_digest(baselines_copy)
+    result = run_gate("--qg-config", "bf16", "--qg-config", "quanto-int8", baselines=baselines_copy)
+    result.assert_outcomes(passed=9)
+    assert _tree_digest(baselines_copy) == before
+    result.stdout.fnmatch_lines(["*| tiny-flux-quanto-int8-cpu | ok | 0.99* | * | 0.50* |*",
+                                 "results: *results-0 (results.json, results.md, images/)"])
+    data = json.loads((tmp_path / "results-0" / "results.json").read_text())
+    assert [c["case"] for c in data["cases"]] == ["tiny-flux-bf16-cpu", "tiny-flux-quanto-int8-cpu"]
+    assert data["environment"]["packages"]["diffusers"]
+    assert (tmp_path / "results-0" / "images" / "tiny-flux-quanto-int8-cpu" / "fox-s0.png").exists()
+
+    again = pytester.runpytest_subprocess(
+        str(REPO / "tests" / "gate"), "-p", "no:cacheprovider", "--qg-cache-dir", str(shared_cache),
+        "--qg-results-dir", str(tmp_path / "results-0"))
+    assert again.ret != 0
+    again.stderr.fnmatch_lines(["*already holds a result set; choose a new folder*"])
+
+
+def test_unknown_configuration_is_named(run_gate):
+    result = run_gate("--qg-config", "torchao-int9", "--collect-only")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*--qg-config 'torchao-int9' is not in *matrix.toml (known: bf16, *"])
+
+
+def test_missing_baselines_fail_with_the_command_that_makes_them(run_gate, tmp_path):
+    result = run_gate("--qg-config", "bf16", "-k", "test_quality", baselines=tmp_path / "no-baselines")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*missing baseline *fox-s0.png; make them with: "
+                                 "quantgate regen-baselines --model tiny-flux --device cpu*"])
+
+
+def test_missing_expectations_name_the_table_to_add(run_gate, fixtures_copy):
+    (fixtures_copy / "expectations" / "tiny-flux.toml").unlink()
+    result = run_gate("--qg-config", "bf16", "-k", "test_weight_bytes", fixtures=fixtures_copy)
+    result.assert_outcomes(failed=1)
+    assert ("no expectations for 'bf16' on hardware class cpu-x86_64: add a table "
+            '["cpu-x86_64"."bf16"]') in result.stdout.str()
