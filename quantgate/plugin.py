@@ -171,11 +171,25 @@ class GateSession:
                     return callspec.params[name]
             return None
 
+        self._case_of_test = {i.nodeid: case_of(i) for i in items if isinstance(case_of(i), Case)}
         empty = [i for i in items if case_of(i) is not None and not isinstance(case_of(i), Case)]
         if empty:
             config.hook.pytest_deselected(items=empty)
         kept = [i for i in items if i not in empty]
         items[:] = sorted(kept, key=lambda i: order[case_of(i).id] if isinstance(case_of(i), Case) else -1)
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report):
+        """Keep each test's outcome in its case's record, for the results files."""
+        case = getattr(self, "_case_of_test", {}).get(report.nodeid)
+        if case is None or self.runner is None:
+            return
+        if report.when == "call" or report.outcome != "passed":
+            outcome = "xfailed" if hasattr(report, "wasxfail") and report.outcome == "skipped" else report.outcome
+            if report.when != "call" and report.outcome == "failed":
+                outcome = "error"
+            name = report.nodeid.split("::")[-1].split("[")[0]
+            self.runner.record(case).tests[name] = outcome
 
     # -------------------------------------------------------------- session end
     @pytest.hookimpl

@@ -34,6 +34,7 @@ class CaseRecord:
     denoise_s: list = field(default_factory=list)     # each timed denoising call, measured in the case
     steps: int = 0
     environment: dict = field(default_factory=dict)
+    tests: dict = field(default_factory=dict)         # test name -> passed | failed | skipped | xfailed | ...
 
     @classmethod
     def for_case(cls, case: Case) -> "CaseRecord":
@@ -58,6 +59,18 @@ class CaseRecord:
         if not self.denoise_s:
             return None
         return statistics.median(self.denoise_s) / self.steps * 1000.0
+
+    def verdict(self) -> str:
+        """'5 passed', or the tests that did not pass."""
+        if not self.tests:
+            return self.status
+        bad = sorted(name for name, outcome in self.tests.items() if outcome in ("failed", "error"))
+        if bad:
+            return "FAILED: " + ", ".join(bad)
+        counts: dict[str, int] = {}
+        for outcome in self.tests.values():
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
 
     def min_similarity(self, name: str) -> float | None:
         values = [v[name] if v[name] is not None else math.inf for v in self.similarity.values()]
@@ -102,12 +115,12 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
         "are the minimum over the model's prompts against the stored BF16 baselines. Step time is the "
         "median denoising call (measured inside the case's process, device synchronized) over steps.",
         "",
-        "| case | status | SSIM | PSNR dB | quantized weight bytes | ratio to BF16 | step ms | load s |",
+        "| case | tests | SSIM | PSNR dB | quantized weight bytes | ratio to BF16 | step ms | load s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            r.case, r.status, _fmt(r.min_similarity("ssim"), ".4f"), _fmt(r.min_similarity("psnr"), ".2f"),
+            r.case, r.verdict(), _fmt(r.min_similarity("ssim"), ".4f"), _fmt(r.min_similarity("psnr"), ".2f"),
             _fmt(r.quantized_bytes() if r.components else r.total_bytes(), ","),
             _fmt(r.weight_ratio(), ".3f"), _fmt(r.step_ms(), ".1f"), _fmt(r.load_s, ".2f")))
     errors = [r for r in records if r.error]

@@ -113,6 +113,8 @@ class Runner:
             known = case.config.known_failure
             if known is not None and known.match in str(exc):
                 raise self._fail(case, exc) from exc
+            rec = self.record(case)                  # the case stays loaded; its record says what broke
+            rec.status, rec.error = "failed", str(exc)
             raise
 
     def images(self, case: Case) -> dict:
