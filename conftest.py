@@ -10,7 +10,7 @@ import pytest
 
 
 def pytest_configure(config):
-    if not config.pluginmanager.has_plugin("quantgate"):
+    if not (config.pluginmanager.has_plugin("quantgate") or config.pluginmanager.has_plugin("quantgate.plugin")):
         found = importlib.util.find_spec("quantgate") is not None
         raise pytest.UsageError(
             "the quantgate pytest plugin is not loaded: install the package first "

@@ -26,6 +26,7 @@ SETTINGS_FIELDS = {
     ],
     "quanto": [Field("weights_dtype", str, choices=("int8", "int4", "int2", "float8")), _NOT_CONVERT],
     "gguf": [Field("quant_type", str, choices=GGUF_TYPES)],
+    "layerwise": [Field("storage_dtype", str, choices=("float8_e4m3fn", "float8_e5m2"))],
     "bitsandbytes": [
         Field("load_in_4bit", bool, required=False, default=False),
         Field("load_in_8bit", bool, required=False, default=False),
@@ -42,6 +43,7 @@ REQUIRED_MODULES = {
     "quanto": ("optimum.quanto",),
     "gguf": ("gguf",),
     "bitsandbytes": ("bitsandbytes",),
+    "layerwise": (),
 }
 
 

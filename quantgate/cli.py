@@ -105,6 +105,10 @@ def cmd_propose_expectations(args) -> int:
         ratio = r.weight_ratio()
         if ratio is not None:
             print(f"weight_ratio_max = {math.ceil(ratio * (1 + args.bytes_margin) * 1000) / 1000}")
+        for phase in ("load", "inference"):
+            peak = r.memory.get(f"{phase}_peak_reserved")
+            if peak:
+                print(f"peak_{phase}_bytes_max = {math.ceil(peak * (1 + args.peak_margin))}")
         basis = (f"measured SSIM {r.min_similarity('ssim'):.4f}" if r.similarity else "measured")
         basis += f", {held:,} bytes" if held else ""
         print(f'basis = "{basis}, {data["started"][:10]}"')
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ssim-margin", type=float, default=0.002)
     p.add_argument("--psnr-margin", type=float, default=0.5)
     p.add_argument("--bytes-margin", type=float, default=0.01)
+    p.add_argument("--peak-margin", type=float, default=0.05,
+                   help="margin on GPU peak reserved bytes (allocator blocks are 2 MiB and up)")
     p.set_defaults(func=cmd_propose_expectations)
     args = parser.parse_args(argv)
     try:

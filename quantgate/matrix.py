@@ -17,7 +17,8 @@ from pathlib import Path
 from .errors import DataFileError
 from .schema import Field, check_entry, read_toml
 
-BACKENDS = ("none", "torchao", "quanto", "gguf", "bitsandbytes")
+BACKENDS = ("none", "torchao", "quanto", "gguf", "bitsandbytes", "layerwise")
+PLACEMENTS = ("device", "model_cpu_offload", "group_offload")
 BACKEND_MARKERS = {"torchao": "torchao", "quanto": "quanto", "gguf": "gguf",
                    "bitsandbytes": "bitsandbytes"}
 MARKERS = {
@@ -145,6 +146,7 @@ class BackendConfig:
     id: str
     backend: str
     route: str
+    placement: str
     components: tuple[str, ...]
     settings: dict
     markers: tuple[str, ...]
@@ -175,6 +177,7 @@ CONFIG_FIELDS = [
     Field("id", str, check=_id_problem),
     Field("backend", str, choices=BACKENDS),
     Field("route", str, required=False, default="component", choices=ROUTES),
+    Field("placement", str, required=False, default="device", choices=PLACEMENTS),
     Field("components", list, item_kind=str, choices=COMPONENTS, check=_unique),
     Field("settings", dict, required=False, default=dict),
     Field("markers", list, item_kind=str, required=False, default=list, check=_markers_problem),
@@ -227,8 +230,14 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             raise DataFileError(path, name, "components", "must name at least one component to quantize")
         if v["backend"] == "gguf" and v["components"] != ["transformer"]:
             raise DataFileError(path, name, "components", "GGUF files replace the transformer only: use ['transformer']")
-        if v["route"] == "pipeline" and v["backend"] == "gguf":
-            raise DataFileError(path, name, "route", "GGUF loads through from_single_file: use route 'component'")
+        if v["route"] == "pipeline" and v["backend"] in ("gguf", "layerwise"):
+            raise DataFileError(path, name, "route", f"{v['backend']} has no pipeline-level config: use route 'component'")
+        if v["placement"] != "device" and v["devices"] != ["cuda"]:
+            raise DataFileError(path, name, "placement", f"'{v['placement']}' offloads to the CPU from a GPU: "
+                                "devices must be ['cuda']")
+        if v["placement"] == "group_offload" and "transformer" not in v["components"]:
+            raise DataFileError(path, name, "placement", "group_offload offloads the transformer: quantize or "
+                                "cast it (components must include 'transformer')")
         for m in v["models"] or []:
             if m not in models:
                 raise DataFileError(path, name, "models", f"unknown model {m!r} (known: {', '.join(models)})")
@@ -241,7 +250,8 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             kf = check_entry(path, name, v["known_failure"], KNOWN_FAILURE_FIELDS)
             known = KnownFailure(kf["match"], kf["reason"])
         configs.append(BackendConfig(
-            id=v["id"], backend=v["backend"], route=v["route"], components=tuple(v["components"]),
+            id=v["id"], backend=v["backend"], route=v["route"], placement=v["placement"],
+            components=tuple(v["components"]),
             settings=v["settings"], markers=tuple(v["markers"]), devices=tuple(v["devices"]),
             models=tuple(v["models"]) if v["models"] is not None else None,
             timeout_s=v["timeout_s"] if v["timeout_s"] is not None else defaults["timeout_s"],
@@ -291,6 +301,8 @@ class Expectation:
     psnr_min: float | None
     weight_bytes_max: int | None
     weight_ratio_max: float | None
+    peak_load_bytes_max: int | None
+    peak_inference_bytes_max: int | None
     basis: str
 
 
@@ -303,6 +315,8 @@ EXPECTATION_FIELDS = [
     Field("psnr_min", float, required=False, check=lambda v: None if v >= 0 else "must not be negative"),
     Field("weight_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("weight_ratio_max", float, required=False, check=_fraction),
+    Field("peak_load_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
+    Field("peak_inference_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("basis", str, required=False, default=""),
 ]
 

@@ -67,9 +67,10 @@ def tensor_bytes(t: torch.Tensor, seen: set | None = None) -> int:
 
 
 def is_quantized(t: torch.Tensor) -> bool:
+    """Held in a form narrower than 16-bit floats: a quantized subclass, integers, or float8."""
     if type(t) not in _PLAIN:
         return True
-    return not (t.dtype.is_floating_point or t.dtype.is_complex)
+    return not (t.dtype.is_floating_point or t.dtype.is_complex) or t.element_size() < 2
 
 
 def weight_bytes(module: torch.nn.Module) -> WeightBytes:

@@ -30,6 +30,7 @@ class CaseRecord:
     weights: dict = field(default_factory=dict)       # component -> {bytes, tensors, quantized_tensors}
     reference_bytes: dict = field(default_factory=dict)   # component -> bytes in the reference
     similarity: dict = field(default_factory=dict)    # image key -> {ssim, psnr}
+    memory: dict = field(default_factory=dict)        # CUDA allocator bytes: load_peak_reserved, ...
     image_seconds: list = field(default_factory=list)
     denoise_s: list = field(default_factory=list)     # each timed denoising call, measured in the case
     steps: int = 0
@@ -89,6 +90,13 @@ def _atomic_write(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+GIB = 1024**3
+
+
+def _gib(value) -> float | None:
+    return None if value is None else value / GIB
+
+
 def _fmt(value, spec: str, none: str = "-") -> str:
     if value is None:
         return none
@@ -123,6 +131,31 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
             r.case, r.verdict(), _fmt(r.min_similarity("ssim"), ".4f"), _fmt(r.min_similarity("psnr"), ".2f"),
             _fmt(r.quantized_bytes() if r.components else r.total_bytes(), ","),
             _fmt(r.weight_ratio(), ".3f"), _fmt(r.step_ms(), ".1f"), _fmt(r.load_s, ".2f")))
+    gpu = [r for r in records if r.memory]
+    if gpu:
+        lines += [
+            "",
+            "## GPU memory and time",
+            "",
+            "CUDA caching-allocator figures in GiB, read in the case's own process: peaks are reset when a "
+            "phase starts (load: from_pretrained to placed on the device; inference: the model's images) "
+            "and read after a synchronize. Image s is one full pipeline call (text encoders, denoising, VAE).",
+            "",
+            "| case | weight GiB | after load alloc / reserved | peak load alloc / reserved | "
+            "peak inference alloc / reserved | step ms | image s | load s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in gpu:
+            m = r.memory
+            pair = lambda a, b: f"{_fmt(_gib(m.get(a)), '.4f')} / {_fmt(_gib(m.get(b)), '.4f')}"
+            lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                r.case, _fmt(_gib(r.total_bytes()), ".4f"),
+                pair("after_load_allocated", "after_load_reserved"),
+                pair("load_peak_allocated", "load_peak_reserved"),
+                pair("inference_peak_allocated", "inference_peak_reserved"),
+                _fmt(r.step_ms(), ".2f"),
+                _fmt(statistics.median(r.image_seconds) if r.image_seconds else None, ".3f"),
+                _fmt(r.load_s, ".2f")))
     errors = [r for r in records if r.error]
     if errors:
         lines += ["", "## Failures", ""]

@@ -36,6 +36,54 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class CudaPhase:
+    """Peak and final allocator figures of one phase (load, inference) on the current CUDA device:
+    the peaks are reset when the phase starts and read, after a synchronize, when it ends."""
+
+    def __init__(self, device: str, name: str, into: dict):
+        self.device, self.name, self.into = device, name, into
+
+    def __enter__(self):
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda" and exc[0] is None:
+            import torch
+
+            torch.cuda.synchronize()
+            self.into.update({
+                f"{self.name}_peak_allocated": torch.cuda.max_memory_allocated(),
+                f"{self.name}_peak_reserved": torch.cuda.max_memory_reserved(),
+                f"after_{self.name}_allocated": torch.cuda.memory_allocated(),
+                f"after_{self.name}_reserved": torch.cuda.memory_reserved(),
+            })
+        return False
+
+
+def place(pipe, placement: str, device: str) -> None:
+    """Put the pipeline where it runs: on the device, or with one of diffusers' offloading modes."""
+    if placement == "device":
+        pipe.to(device)
+    elif placement == "model_cpu_offload":
+        pipe.enable_model_cpu_offload()
+    elif placement == "group_offload":
+        import torch
+
+        onload = torch.device(device)
+        pipe.transformer.enable_group_offload(onload_device=onload, offload_device=torch.device("cpu"),
+                                              offload_type="leaf_level", use_stream=True)
+        for name, module in pipe.components.items():
+            if name != "transformer" and isinstance(module, torch.nn.Module):
+                module.to(onload)
+    else:
+        raise ValueError(f"unknown placement {placement!r}")
+
+
 class CaseSession:
     def __init__(self, case: Case, model_dir: str, cache_root: str):
         self.case = case
@@ -43,6 +91,7 @@ class CaseSession:
         self.cache_root = Path(cache_root)
         self.pipe = None
         self._embeds = None
+        self.memory: dict = {}
 
     # -------------------------------------------------------------- load
     def load(self) -> dict:
@@ -53,22 +102,26 @@ class CaseSession:
         started = time.perf_counter()
         pipe_cls, classes = _component_classes(self.model_dir)
         dtype = torch.bfloat16
-        if cfg.is_reference:
-            pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype)
-        elif cfg.route == "pipeline":
-            qc = pipeline_quantization_config(cfg.backend, cfg.settings, cfg.components)
-            pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, quantization_config=qc)
-        else:
-            parts = {name: self._load_component(name, classes[name], dtype) for name in cfg.components}
-            pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, **parts)
-        pipe.to(self.case.device)
+        with CudaPhase(self.case.device, "load", self.memory):
+            if cfg.backend in ("none", "layerwise"):
+                pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype)
+            elif cfg.route == "pipeline":
+                qc = pipeline_quantization_config(cfg.backend, cfg.settings, cfg.components)
+                pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, quantization_config=qc)
+            else:
+                parts = {name: self._load_component(name, classes[name], dtype) for name in cfg.components}
+                pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, **parts)
+            if cfg.backend == "layerwise":
+                for name in cfg.components:
+                    getattr(pipe, name).enable_layerwise_casting(
+                        storage_dtype=getattr(torch, cfg.settings["storage_dtype"]), compute_dtype=dtype)
+            place(pipe, cfg.placement, self.case.device)
         pipe.set_progress_bar_config(disable=True)
-        _sync(self.case.device)
         self.pipe = pipe
         from .hardware import environment
 
         return {"load_s": time.perf_counter() - started, "components": self.weights(),
-                "environment": environment(self.case.device)}
+                "memory": dict(self.memory), "environment": environment(self.case.device)}
 
     def _load_component(self, name: str, cls: type, dtype):
         cfg = self.case.config
@@ -102,16 +155,17 @@ class CaseSession:
         import torch
 
         images, seconds = {}, []
-        for prompt, seed in self.case.model.images():
-            started = time.perf_counter()
-            out = self.pipe(prompt.text, generator=torch.Generator("cpu").manual_seed(seed),
-                            output_type="np", **self._call_kwargs()).images[0]
-            _sync(self.case.device)
-            seconds.append(time.perf_counter() - started)
-            if not np.isfinite(out).all():
-                raise FloatingPointError(f"image for prompt '{prompt.id}', seed {seed} has non-finite values")
-            images[image_key(prompt.id, seed)] = (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        return {"images": images, "seconds": seconds}
+        with CudaPhase(self.case.device, "inference", self.memory):
+            for prompt, seed in self.case.model.images():
+                started = time.perf_counter()
+                out = self.pipe(prompt.text, generator=torch.Generator("cpu").manual_seed(seed),
+                                output_type="np", **self._call_kwargs()).images[0]
+                _sync(self.case.device)
+                seconds.append(time.perf_counter() - started)
+                if not np.isfinite(out).all():
+                    raise FloatingPointError(f"image for prompt '{prompt.id}', seed {seed} has non-finite values")
+                images[image_key(prompt.id, seed)] = (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return {"images": images, "seconds": seconds, "memory": dict(self.memory)}
 
     def denoise(self) -> float:
         """One denoising call (transformer loop + scheduler, prompt embeddings precomputed, no VAE);

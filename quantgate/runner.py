@@ -97,6 +97,7 @@ class Runner:
             raise self._fail(case, exc) from exc
         rec.status = "ok"
         rec.load_s, rec.weights = info["load_s"], info["components"]
+        rec.memory.update(info.get("memory", {}))
         rec.environment, rec.hardware = info["environment"], info["environment"]["hardware"]
         if reference is not None:
             rec.reference_bytes = {c: v["bytes"] for c, v in self.record(reference).weights.items()}
@@ -122,6 +123,7 @@ class Runner:
             out = self.call(case, "generate")
             self._images[case.id] = out["images"]
             self.record(case).image_seconds = out["seconds"]
+            self.record(case).memory.update(out.get("memory", {}))
         return self._images[case.id]
 
     def denoise(self, case: Case) -> float:

@@ -36,3 +36,18 @@ def test_weight_bytes_within_ceiling(qg, qg_case):
         ratio = record.weight_ratio()
         assert ratio is not None and ratio <= expected.weight_ratio_max, (
             f"{what} holds {ratio:.3f} of its BF16 bytes, over the expected {expected.weight_ratio_max:.3f}")
+
+
+def test_peak_gpu_memory_within_ceiling(qg, qg_cuda_case):
+    """Peaks of the CUDA caching allocator's reserved bytes (what the process holds on the GPU, and
+    what the blog reports) while loading and while making the model's images; each case runs in a
+    fresh process, so no earlier case's memory is in them."""
+    record = qg.load(qg_cuda_case)
+    qg.images(qg_cuda_case)
+    expected = qg.expectation(qg_cuda_case)
+    checks = [("load", "load_peak_reserved", expected.peak_load_bytes_max),
+              ("inference", "inference_peak_reserved", expected.peak_inference_bytes_max)]
+    over = [f"{phase}: peak reserved {record.memory[key]:,} bytes > ceiling {limit:,} "
+            f"({record.memory[key] / limit - 1:+.1%})"
+            for phase, key, limit in checks if limit is not None and record.memory[key] > limit]
+    assert not over, "GPU memory grew:\n  " + "\n  ".join(over)
