@@ -2,9 +2,11 @@
 
 Tensors keep diffusers' key names (diffusers' conversion of original FLUX key names hard-codes the
 full model's width). 2-D weights whose rows fit the type's blocks are quantized with the `gguf`
-package; biases and norms (1-D) are stored as F32, as common FLUX GGUF files do (diffusers' GGUFLinear
-dequantizes the weight only, so a BF16-coded bias would reach the matmul as raw bytes); other 2-D
-tensors whose rows do not fit the blocks are stored as BF16. Tensors are streamed one at a time, and the file is renamed into place only when complete.
+package (the K types, which it can only decode, with quantgate.kquants); biases and norms (1-D) are
+stored as F32, as common FLUX GGUF files do (diffusers' GGUFLinear dequantizes the weight only, so
+a BF16-coded bias would reach the matmul as raw bytes); other 2-D tensors whose rows do not fit the
+blocks are stored as BF16. Tensors are streamed one at a time, and the file is renamed into place only
+when complete.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-WRITER_VERSION = 2   # part of the file name: a changed writer never reuses an older file
+WRITER_VERSION = 3   # part of the file name: a changed writer never reuses an older file
 
 
 def gguf_path(model_dir: Path, quant_type: str, cache_root: Path) -> Path:
@@ -43,6 +45,17 @@ def tensor_type(shape: tuple[int, ...], qtype):
     if len(shape) == 2 and shape[-1] % block == 0:
         return qtype
     return gguf.GGMLQuantizationType.BF16
+
+
+def quantize(data: np.ndarray, qtype) -> np.ndarray:
+    """`data` encoded as `qtype`: K types by quantgate.kquants, the others by the `gguf` package."""
+    import gguf
+
+    from quantgate.kquants import K_TYPES, quantize_k
+
+    if qtype in K_TYPES:
+        return quantize_k(data, qtype)
+    return gguf.quants.quantize(data, qtype)
 
 
 def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
@@ -80,7 +93,7 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
             if ttype in plain:
                 data = t.to(plain[ttype]).contiguous().view(torch.uint8).numpy()
             else:
-                data = gguf.quants.quantize(t.float().numpy(), ttype)
+                data = quantize(t.float().numpy(), ttype)
             writer.write_tensor_data(data.reshape(gguf.quant_shape_to_byte_shape(tuple(t.shape), ttype)))
         writer.close()
         os.replace(tmp_name, out)

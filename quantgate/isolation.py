@@ -2,9 +2,10 @@
 
 A backend that segfaults, aborts or hangs ends only its own case's process: the parent sees the
 pipe close (or the budget pass), names the signal and the backend, and the session goes on.
-Processes are forked from a fork server that has already imported torch and diffusers, so a case
-costs a fork, not an interpreter start. The fork server never touches CUDA, so each case
-initialises CUDA in its own process.
+CPU cases are forked from a fork server that has already imported torch and diffusers, so a case
+costs a fork, not an interpreter start. CUDA cases are spawned (a fresh interpreter each): imports
+in the diffusers/transformers/torchao chain can initialise CUDA, and a process forked after that
+cannot use CUDA at all.
 """
 
 from __future__ import annotations
@@ -18,22 +19,28 @@ from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut
 from .matrix import Case
 
 MODES = ("process", "inline")
-_context = None
+_fork_server = None
+TRACEBACK_LINES = 12      # of the case process's traceback, shown in the failure message
 
 
-def _fork_context():
-    global _context
-    if _context is None:
+def _context(device: str):
+    """spawn for CUDA cases; a fork server with torch and diffusers preloaded for CPU cases."""
+    global _fork_server
+    if device == "cuda":
+        return multiprocessing.get_context("spawn")
+    if _fork_server is None:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["quantgate.worker"])
-        _context = ctx
-    return _context
+        _fork_server = ctx
+    return _fork_server
 
 
 def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -> Exception:
     if kind == "BackendImportError":
         return BackendImportError(message)
-    exc = CaseFailed(f"{case.id}: {method} raised {kind}: {message}")
+    tail = "\n".join(tb.rstrip().splitlines()[-TRACEBACK_LINES:]) if tb else ""
+    exc = CaseFailed(f"{case.id}: {method} raised {kind}: {message}"
+                     + (f"\n--- end of the case process's traceback ---\n{tail}" if tail else ""))
     exc.remote_traceback = tb
     exc.remote_kind = kind
     exc.remote_message = message
@@ -46,7 +53,7 @@ class CaseProcess:
     def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str):
         from . import worker
 
-        ctx = _fork_context()
+        ctx = _context(case.device)
         self.case = case
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker.serve,
@@ -130,5 +137,6 @@ def open_case(case: Case, model_dir: Path, cache_root: Path, mode: str = "proces
         raise ValueError(f"unknown isolation mode {mode!r} (choose from: {', '.join(MODES)})")
     started = time.perf_counter()
     handle = (CaseProcess if mode == "process" else CaseInline)(case, model_dir, cache_root, session_factory)
+    handle.call("ping")               # ready: the process has started and imported what it needs
     handle.start_s = time.perf_counter() - started
     return handle

@@ -123,7 +123,8 @@ class GateSession:
             from .run import DEFAULT_SESSION
 
             self.runner = Runner(self.cache_root, self.config.getoption("--qg-isolation"), self.reference_of,
-                                 self.config.getoption("--qg-case-session") or DEFAULT_SESSION)
+                                 self.config.getoption("--qg-case-session") or DEFAULT_SESSION,
+                                 on_case_closed=self.write_results)
         return self._data
 
     def reference_of(self, case: Case) -> Case | None:
@@ -203,6 +204,11 @@ class GateSession:
         if self.runner is None:
             return
         self.runner.close()
+        self.write_results()
+
+    def write_results(self) -> None:
+        """Write the result set so far; called after each case and at the end, so a run that is
+        killed keeps what it measured."""
         records = [r for r in self.runner.records.values() if r.status != "not run"]
         if not records:
             return
@@ -212,7 +218,7 @@ class GateSession:
         env = next((r.environment for r in records if r.environment), None) or environment("cpu")
         try:
             write_results(self.results_dir, records, env, self.started.isoformat(timespec="seconds"))
-            self.written = True
+            self.written, self.write_error = True, None
         except OSError as exc:
             self.write_error = f"could not write results to {self.results_dir}: {exc}"
 

@@ -34,10 +34,11 @@ def _status_of(exc: Exception) -> str:
 
 class Runner:
     def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
-                 session_factory: str = DEFAULT_SESSION):
+                 session_factory: str = DEFAULT_SESSION, on_case_closed=None):
         self.cache_root = Path(cache_root)
         self.isolation = isolation
         self.session_factory = session_factory
+        self.on_case_closed = on_case_closed      # called after each case's process is closed
         self.reference_of = reference_of        # case -> its reference case (None for a reference)
         self.records: dict[str, CaseRecord] = {}
         self._model_dirs: dict[str, Path] = {}
@@ -136,6 +137,8 @@ class Runner:
             _, handle = self._active
             self._active = None
             handle.close(kill=kill)
+            if self.on_case_closed is not None:
+                self.on_case_closed()
 
     def close(self) -> None:
         self.close_active()

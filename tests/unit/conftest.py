@@ -34,14 +34,14 @@ def baselines_copy(tmp_path) -> Path:
 
 @pytest.fixture
 def run_gate(pytester, shared_cache, tmp_path):
-    """Run the gate's tests in a subprocess against the given fixtures and baselines."""
+    """Run the gate's CPU tier in a subprocess against the given fixtures and baselines."""
 
     def run(*args, fixtures: Path | None = None, baselines: Path | None = None, env: dict | None = None):
         for key, value in (env or {}).items():
             pytester._monkeypatch.setenv(key, value)
         results = tmp_path / f"results-{len(list(tmp_path.glob('results-*')))}"
         return pytester.runpytest_subprocess(
-            str(GATE_TESTS), "-p", "no:cacheprovider", "--benchmark-disable",
+            str(GATE_TESTS), "-p", "no:cacheprovider", "--benchmark-disable", "-m", "not gpu",
             "--qg-fixtures", str(fixtures or REPO / "fixtures"),
             "--qg-baselines", str(baselines or REPO / "baselines"),
             "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(results), *args)
