@@ -1,0 +1,57 @@
+"""Result records and the files and proposals made from them."""
+
+import json
+
+from quantgate.cli import main
+from quantgate.results import CaseRecord, markdown, read_results, write_results
+
+ENV = {"cpu": "test cpu", "cores": 2, "hardware": "cuda-sm90", "python": "3.11", "packages": {"torch": "2.x"},
+       "gpu": "NVIDIA H100", "driver": "580", "cuda": "13.0"}
+
+
+def _record(config, components, ssim, bytes_, memory=None, ref=None):
+    r = CaseRecord(case=f"tiny-flux-{config}-cuda", model="tiny-flux", config=config, backend="x", device="cuda",
+                   components=components, status="ok", hardware="cuda-sm90", steps=4)
+    r.weights = {"transformer": {"bytes": bytes_, "tensors": 10, "quantized_tensors": 8}}
+    r.reference_bytes = ref or {}
+    r.similarity = {"fox-s0": {"ssim": ssim, "psnr": 30.0}, "lighthouse-s0": {"ssim": ssim + 0.001, "psnr": 31.0}}
+    r.memory = memory or {}
+    r.denoise_s = [0.04, 0.05, 0.06]
+    return r
+
+
+def test_result_set_round_trips_and_reports_gpu_memory(tmp_path):
+    mem = {"load_peak_allocated": 2**30, "load_peak_reserved": 2 * 2**30, "inference_peak_allocated": 3 * 2**30,
+           "inference_peak_reserved": 4 * 2**30, "after_load_allocated": 2**30, "after_load_reserved": 2**30}
+    recs = [_record("bnb-nf4", ["transformer"], 0.95, 500, mem, {"transformer": 1000})]
+    write_results(tmp_path, recs, ENV, "2026-11-25T00:00:00+00:00")
+    data, back = read_results(tmp_path / "results.json")
+    assert back[0].weight_ratio() == 0.5 and back[0].step_ms() == 12.5
+    md = (tmp_path / "results.md").read_text()
+    assert "| tiny-flux-bnb-nf4-cuda | 0.0000 | 1.0000 / 1.0000 | 1.0000 / 2.0000 | 3.0000 / 4.0000 | 12.50 |" in md
+    assert "GPU NVIDIA H100, driver 580, CUDA 13.0" in md
+
+
+def test_verdict_names_the_failed_tests():
+    r = _record("x", [], 0.9, 1)
+    r.tests = {"test_a": "passed", "test_b": "failed", "test_c": "passed"}
+    assert r.verdict() == "FAILED: test_b"
+    r.tests = {"test_a": "passed", "test_c": "xfailed"}
+    assert r.verdict() == "1 passed, 1 xfailed"
+
+
+def test_proposed_expectations_sit_one_margin_from_the_measurement(tmp_path, capsys):
+    mem = {"load_peak_reserved": 1000, "inference_peak_reserved": 2000}
+    write_results(tmp_path, [_record("bnb-nf4", ["transformer"], 0.95, 500, mem, {"transformer": 1000})],
+                  ENV, "2026-11-25T00:00:00+00:00")
+    assert main(["propose-expectations", str(tmp_path / "results.json")]) == 0
+    out = capsys.readouterr().out
+    assert '["cuda-sm90"."bnb-nf4"]' in out
+    for line in ("ssim_min = 0.948", "psnr_min = 29.5", "weight_bytes_max = 505", "weight_ratio_max = 0.505",
+                 "peak_load_bytes_max = 1050", "peak_inference_bytes_max = 2100"):
+        assert line in out, (line, out)
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert main(["build-model", "--fixtures", str(tmp_path), "--model", "tiny-flux"]) == 2
+    assert "quantgate: error:" in capsys.readouterr().err
