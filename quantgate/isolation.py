@@ -42,8 +42,6 @@ def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -
     exc = CaseFailed(f"{case.id}: {method} raised {kind}: {message}"
                      + (f"\n--- end of the case process's traceback ---\n{tail}" if tail else ""))
     exc.remote_traceback = tb
-    exc.remote_kind = kind
-    exc.remote_message = message
     return exc
 
 
@@ -115,11 +113,9 @@ class CaseInline:
     def call(self, method: str, *args):
         import traceback
 
-        from .errors import BackendImportError as _BIE
-
         try:
             return getattr(self.session, method)(*args)
-        except _BIE:
+        except BackendImportError:
             raise
         except Exception as exc:
             raise _remote_failure(self.case, method, type(exc).__name__, str(exc), traceback.format_exc()) from exc

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from quantgate.gguf_files import ensure_transformer_gguf, gguf_path, is_valid, write_transformer_gguf

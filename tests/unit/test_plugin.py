@@ -49,3 +49,17 @@ def test_missing_expectations_name_the_table_to_add(run_gate, fixtures_copy):
     result.assert_outcomes(failed=1)
     assert ("no expectations for 'bf16' on hardware class cpu-x86_64: add a table "
             '["cpu-x86_64"."bf16"]') in result.stdout.str()
+
+
+def test_gpu_tier_on_a_machine_without_cuda_skips_with_the_reason(run_gate):
+    result = run_gate("-m", "gpu", "--qg-config", "bnb-nf4", "-rs")
+    assert result.ret == 0
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) > 0 and "passed" not in outcomes and "failed" not in outcomes
+    result.stdout.fnmatch_lines(["*needs CUDA: no CUDA device is visible to torch here*"])
+
+
+def test_gpu_selection_that_leaves_nothing_to_run_exits_zero_without_cuda(run_gate):
+    result = run_gate("-m", "gpu and slow")              # no configuration is marked slow
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*-m gpu selected no test and no CUDA device is visible: nothing to run*"])
