@@ -147,6 +147,7 @@ class BackendConfig:
     backend: str
     route: str
     placement: str
+    load_on: str
     components: tuple[str, ...]
     settings: dict
     markers: tuple[str, ...]
@@ -178,6 +179,7 @@ CONFIG_FIELDS = [
     Field("backend", str, choices=BACKENDS),
     Field("route", str, required=False, default="component", choices=ROUTES),
     Field("placement", str, required=False, default="device", choices=PLACEMENTS),
+    Field("load_on", str, required=False, default="cpu", choices=("cpu", "device")),
     Field("components", list, item_kind=str, choices=COMPONENTS, check=_unique),
     Field("settings", dict, required=False, default=dict),
     Field("markers", list, item_kind=str, required=False, default=list, check=_markers_problem),
@@ -235,6 +237,12 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
         if v["placement"] != "device" and v["devices"] != ["cuda"]:
             raise DataFileError(path, name, "placement", f"'{v['placement']}' offloads to the CPU from a GPU: "
                                 "devices must be ['cuda']")
+        if v["load_on"] == "device" and (v["route"] != "component" or v["backend"] in ("none", "gguf", "layerwise")):
+            raise DataFileError(path, name, "load_on", "'device' loads quantized components with a device_map: "
+                                "it needs route 'component' and a torchao, quanto or bitsandbytes backend")
+        if v["load_on"] == "device" and v["devices"] != ["cuda"]:
+            raise DataFileError(path, name, "load_on", "'device' is for CUDA entries (devices = ['cuda']): with "
+                                "device_map {'': 'cpu'} diffusers' torchao quantizer quantizes nothing")
         if v["placement"] == "group_offload" and "transformer" not in v["components"]:
             raise DataFileError(path, name, "placement", "group_offload offloads the transformer: quantize or "
                                 "cast it (components must include 'transformer')")
@@ -250,7 +258,7 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             kf = check_entry(path, name, v["known_failure"], KNOWN_FAILURE_FIELDS)
             known = KnownFailure(kf["match"], kf["reason"])
         configs.append(BackendConfig(
-            id=v["id"], backend=v["backend"], route=v["route"], placement=v["placement"],
+            id=v["id"], backend=v["backend"], route=v["route"], placement=v["placement"], load_on=v["load_on"],
             components=tuple(v["components"]),
             settings=v["settings"], markers=tuple(v["markers"]), devices=tuple(v["devices"]),
             models=tuple(v["models"]) if v["models"] is not None else None,

@@ -132,7 +132,8 @@ class CaseSession:
             path = ensure_transformer_gguf(self.model_dir, cfg.settings["quant_type"], self.cache_root)
             return cls.from_single_file(str(path), config=str(self.model_dir), subfolder=name,
                                         quantization_config=qc, dtype=dtype)
-        return cls.from_pretrained(self.model_dir, subfolder=name, quantization_config=qc, dtype=dtype)
+        extra = {"device_map": {"": self.case.device}} if cfg.load_on == "device" else {}
+        return cls.from_pretrained(self.model_dir, subfolder=name, quantization_config=qc, dtype=dtype, **extra)
 
     # -------------------------------------------------------------- measurements
     def weights(self) -> dict:

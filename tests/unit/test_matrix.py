@@ -139,3 +139,17 @@ def test_malformed_matrix_is_an_error_at_collection(run_gate, fixtures_copy):
     result = run_gate("--collect-only", fixtures=fixtures_copy)
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*matrix.toml: entry 'x-bad': field 'backend': unknown value 'torchaoo'*"])
+
+
+def test_load_on_device_needs_a_quantizing_component_route(fixtures_copy):
+    _append_config(fixtures_copy, 'id = "x-bad"\nbackend = "gguf"\ncomponents = ["transformer"]\n'
+                                  'devices = ["cuda"]\nsettings = {quant_type="Q8_0"}\nload_on = "device"')
+    with pytest.raises(DataFileError, match=r"field 'load_on': 'device' loads quantized components"):
+        _load(fixtures_copy)
+
+
+def test_load_on_device_is_for_cuda_entries(fixtures_copy):
+    _append_config(fixtures_copy, 'id = "x-bad"\nbackend = "torchao"\ncomponents = ["transformer"]\n'
+                                  'devices = ["cpu"]\nsettings = {config="Int8WeightOnlyConfig"}\nload_on = "device"')
+    with pytest.raises(DataFileError, match=r"field 'load_on': 'device' is for CUDA entries"):
+        _load(fixtures_copy)

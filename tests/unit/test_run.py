@@ -44,3 +44,4 @@ def test_session_class_must_be_a_case_session():
         session_class("quantgate.matrix:Case")
     with pytest.raises(ValueError, match="'module:Class'"):
         session_class("quantgate.run.CaseSession")
+
