@@ -94,7 +94,7 @@ def cmd_propose_expectations(args) -> int:
         ssim = _floor([v["ssim"] for v in r.similarity.values()], args.ssim_margin, 4)
         psnr_values = [v["psnr"] for v in r.similarity.values()]
         psnr = None if all(v is None for v in psnr_values) else _floor(psnr_values, args.psnr_margin, 2)
-        held = r.quantized_bytes() if r.components else r.total_bytes()
+        held = r.judged_bytes()
         print(f'\n["{r.hardware}"."{r.config}"]')
         if ssim is not None:
             print(f"ssim_min = {ssim}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut
 from .matrix import Case
+from .run import DEFAULT_SESSION
 
 MODES = ("process", "inline")
 _fork_server = None
@@ -128,7 +129,7 @@ class CaseInline:
 
 
 def open_case(case: Case, model_dir: Path, cache_root: Path, mode: str = "process",
-              session_factory: str = "quantgate.run:CaseSession"):
+              session_factory: str = DEFAULT_SESSION):
     if mode not in MODES:
         raise ValueError(f"unknown isolation mode {mode!r} (choose from: {', '.join(MODES)})")
     started = time.perf_counter()

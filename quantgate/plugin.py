@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from .errors import BackendImportError, BaselineError, QuantgateError
-from .matrix import MARKERS, Case, build_cases, expectations_path, load_expectations, load_matrix, load_models
+from .matrix import (MARKERS, Case, build_cases, expectations_path, load_defaults, load_expectations, load_matrix,
+                     load_models)
 from .runner import KnownFailureReproduced, Runner
 
 CASE_FIXTURES = {
@@ -116,6 +117,7 @@ class GateSession:
                                          f"(known: {', '.join(known)})")
                 cases = [c for c in self.all_cases if not picked or c.config.id in picked]
                 expectations = {m: load_expectations(self.fixtures_dir, m, configs) for m in models}
+                self._defaults = load_defaults(self.fixtures_dir)
             except QuantgateError as exc:
                 self._data_error = exc
                 raise
@@ -173,12 +175,14 @@ class GateSession:
                     return callspec.params[name]
             return None
 
-        self._case_of_test = {i.nodeid: case_of(i) for i in items if isinstance(case_of(i), Case)}
-        empty = [i for i in items if case_of(i) is not None and not isinstance(case_of(i), Case)]
+        cases = [(item, case_of(item)) for item in items]
+        empty = [item for item, case in cases if case is not None and not isinstance(case, Case)]
         if empty:
             config.hook.pytest_deselected(items=empty)
-        kept = [i for i in items if i not in empty]
-        items[:] = sorted(kept, key=lambda i: order[case_of(i).id] if isinstance(case_of(i), Case) else -1)
+        kept = [(item, case) for item, case in cases if case is None or isinstance(case, Case)]
+        self._case_of_test = {item.nodeid: case for item, case in kept if case is not None}
+        kept.sort(key=lambda pair: -1 if pair[1] is None else order[pair[1].id])
+        items[:] = [item for item, _ in kept]
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report):
@@ -275,10 +279,9 @@ class GateSession:
         return per_hw[case.config.id]
 
     def defaults(self) -> dict:
-        from .matrix import load_defaults
-
+        """The matrix's [defaults] (timeout_s, latency_rounds, shrink_ratio_max)."""
         self.data()
-        return load_defaults(self.fixtures_dir)
+        return self._defaults
 
     def baseline(self, case: Case, prompt, seed: int):
         from .baselines import BaselineStore

@@ -53,6 +53,11 @@ class CaseRecord:
         ref = sum(self.reference_bytes.get(c, 0) for c in self.components)
         return q / ref if q is not None and ref else None
 
+    def judged_bytes(self) -> int | None:
+        """The bytes the weight ceiling judges: the quantized components, or the whole pipeline for
+        the reference (which quantizes none)."""
+        return self.quantized_bytes() if self.components else self.total_bytes()
+
     def total_bytes(self) -> int | None:
         return sum(v["bytes"] for v in self.weights.values()) if self.weights else None
 
@@ -130,7 +135,7 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
     for r in records:
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
             r.case, r.verdict(), _fmt(r.min_similarity("ssim"), ".4f"), _fmt(r.min_similarity("psnr"), ".2f"),
-            _fmt(r.quantized_bytes() if r.components else r.total_bytes(), ","),
+            _fmt(r.judged_bytes(), ","),
             _fmt(r.weight_ratio(), ".3f"), _fmt(r.step_ms(), ".1f"), _fmt(r.load_s, ".2f")))
     gpu = [r for r in records if r.memory]
     if gpu:

@@ -59,10 +59,15 @@ class Runner:
             self.records[case.id] = CaseRecord.for_case(case)
         return self.records[case.id]
 
+    @staticmethod
+    def _is_known_failure(case: Case, exc: Exception) -> bool:
+        known = case.config.known_failure
+        return known is not None and known.match in str(exc)
+
     def _fail(self, case: Case, exc: Exception) -> Exception:
         rec = self.record(case)
         known = case.config.known_failure
-        if known is not None and known.match in str(exc):
+        if self._is_known_failure(case, exc):
             rec.status, rec.error = "known failure", f"{known.reason}: {exc}"
             exc = KnownFailureReproduced(f"{case.id}: known failure ({known.reason}): {exc}")
         else:
@@ -112,8 +117,7 @@ class Runner:
             self._active = None
             raise self._fail(case, exc) from exc
         except CaseFailed as exc:
-            known = case.config.known_failure
-            if known is not None and known.match in str(exc):
+            if self._is_known_failure(case, exc):
                 raise self._fail(case, exc) from exc
             rec = self.record(case)                  # the case stays loaded; its record says what broke
             rec.status, rec.error = "failed", str(exc)

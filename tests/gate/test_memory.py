@@ -26,7 +26,7 @@ def test_quantization_takes_effect(qg, qg_quantized_case):
 def test_weight_bytes_within_ceiling(qg, qg_case):
     record = qg.load(qg_case)
     expected = qg.expectation(qg_case)
-    held = record.quantized_bytes() if qg_case.config.components else record.total_bytes()
+    held = record.judged_bytes()
     what = "+".join(qg_case.config.components) or "the whole pipeline"
     if expected.weight_bytes_max is not None:
         assert held <= expected.weight_bytes_max, (
