@@ -1,8 +1,10 @@
-"""Command line: build models, regenerate baselines, propose expectations from measurements.
+"""Command line: build models, regenerate baselines, propose expectations from measurements,
+merge result sets.
 
   quantgate build-model [--model NAME]
   quantgate regen-baselines --model NAME [--device cpu|cuda]
-  quantgate propose-expectations RESULTS.json [--ssim-margin ...]
+  quantgate propose-expectations RESULTS.json [RESULTS.json ...] [--ssim-margin ...]
+  quantgate merge-results OUT_DIR RESULTS.json [RESULTS.json ...]
 """
 
 from __future__ import annotations
@@ -80,38 +82,70 @@ def _floor(values: list[float], margin: float, digits: int) -> float | None:
     return math.floor((min(finite) - margin) * scale) / scale
 
 
+def _spread(values: list) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return max(finite) - min(finite) if finite else 0.0
+
+
 def cmd_propose_expectations(args) -> int:
-    """Print expectation tables for a result set: floors = measured minimum - margin; ceilings = + margin."""
+    """Print expectation tables for one or more result sets (repeated runs of one matrix):
+    floors = lowest measured value - margin; ceilings = highest measured value + margin. Each
+    table's basis states how many runs it rests on and the spread between them."""
     from .results import read_results
 
-    data, records = read_results(Path(args.results))
-    print(f"# proposed from {args.results} ({data['started']}, {data['environment'].get('cpu')}, "
-          f"{data['environment'].get('gpu') or 'no GPU'})")
-    print(f"# margins: SSIM -{args.ssim_margin}, PSNR -{args.psnr_margin} dB, bytes +{args.bytes_margin:.1%}")
-    for r in records:
-        if r.status != "ok":
-            continue
-        ssim = _floor([v["ssim"] for v in r.similarity.values()], args.ssim_margin, 4)
-        psnr_values = [v["psnr"] for v in r.similarity.values()]
-        psnr = None if all(v is None for v in psnr_values) else _floor(psnr_values, args.psnr_margin, 2)
-        held = r.judged_bytes()
-        print(f'\n["{r.hardware}"."{r.config}"]')
+    runs: dict[tuple[str, str], list] = {}
+    dates = []
+    for path in args.results:
+        data, records = read_results(Path(path))
+        dates.append(data["started"][:10])
+        print(f"# from {path} ({data['started']}, {data['environment'].get('cpu')}, "
+              f"{data['environment'].get('gpu') or 'no GPU'})")
+        for r in records:
+            if r.status == "ok":
+                runs.setdefault((r.hardware, r.config), []).append(r)
+    print(f"# margins: SSIM -{args.ssim_margin}, PSNR -{args.psnr_margin} dB, bytes +{args.bytes_margin:.1%}, "
+          f"GPU peak reserved +{args.peak_margin:.0%}")
+    for (hardware, config), recs in runs.items():
+        ssims = [v["ssim"] for r in recs for v in r.similarity.values()]
+        psnrs = [v["psnr"] for r in recs for v in r.similarity.values()]
+        per_run_ssim = [r.min_similarity("ssim") for r in recs if r.similarity]
+        held = [r.judged_bytes() for r in recs]
+        print(f'\n["{hardware}"."{config}"]')
+        ssim = _floor(ssims, args.ssim_margin, 4)
         if ssim is not None:
             print(f"ssim_min = {ssim}")
+        psnr = None if all(v is None for v in psnrs) else _floor(psnrs, args.psnr_margin, 2)
         if psnr is not None:
             print(f"psnr_min = {psnr}")
-        if held:
-            print(f"weight_bytes_max = {math.ceil(held * (1 + args.bytes_margin))}")
-        ratio = r.weight_ratio()
-        if ratio is not None:
-            print(f"weight_ratio_max = {math.ceil(ratio * (1 + args.bytes_margin) * 1000) / 1000}")
+        if all(held):
+            print(f"weight_bytes_max = {math.ceil(max(held) * (1 + args.bytes_margin))}")
+        ratios = [r.weight_ratio() for r in recs]
+        if all(x is not None for x in ratios):
+            print(f"weight_ratio_max = {math.ceil(max(ratios) * (1 + args.bytes_margin) * 1000) / 1000}")
+        peaks = {}
         for phase in ("load", "inference"):
-            peak = r.memory.get(f"{phase}_peak_reserved")
-            if peak:
-                print(f"peak_{phase}_bytes_max = {math.ceil(peak * (1 + args.peak_margin))}")
-        basis = (f"measured SSIM {r.min_similarity('ssim'):.4f}" if r.similarity else "measured")
-        basis += f", {held:,} bytes" if held else ""
-        print(f'basis = "{basis}, {data["started"][:10]}"')
+            values = [r.memory.get(f"{phase}_peak_reserved") for r in recs]
+            if all(values):
+                peaks[phase] = values
+                print(f"peak_{phase}_bytes_max = {math.ceil(max(values) * (1 + args.peak_margin))}")
+        basis = [f"{len(recs)} run(s)"]
+        if per_run_ssim:
+            basis.append(f"SSIM {min(per_run_ssim):.4f} (spread {_spread(per_run_ssim):.4f})")
+        if all(held):
+            basis.append(f"{max(held):,} bytes (spread {_spread(held):,.0f})")
+        for phase, values in peaks.items():
+            basis.append(f"peak {phase} reserved {max(values):,} (spread {_spread(values):,.0f})")
+        period = min(dates) if min(dates) == max(dates) else f"{min(dates)}..{max(dates)}"
+        print(f'basis = "{", ".join(basis)}, {period}"')
+    return 0
+
+
+def cmd_merge_results(args) -> int:
+    from .merge import merge_results
+
+    out, repeated = merge_results([Path(p) for p in args.results], Path(args.out))
+    print(f"merged {len(args.results)} result set(s) into {out}"
+          + (f"; ran in more than one, with identical figures: {', '.join(repeated)}" if repeated else ""))
     return 0
 
 
@@ -131,13 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.set_defaults(func=cmd_regen_baselines)
     p = sub.add_parser("propose-expectations", help="expectation tables from a result set")
-    p.add_argument("results", help="a results.json written by the gate")
+    p.add_argument("results", nargs="+", help="results.json files written by the gate (repeated runs)")
     p.add_argument("--ssim-margin", type=float, default=0.002)
     p.add_argument("--psnr-margin", type=float, default=0.5)
     p.add_argument("--bytes-margin", type=float, default=0.01)
     p.add_argument("--peak-margin", type=float, default=0.05,
                    help="margin on GPU peak reserved bytes (allocator blocks are 2 MiB and up)")
     p.set_defaults(func=cmd_propose_expectations)
+    p = sub.add_parser("merge-results", help="merge result sets of one matrix run in parts into one")
+    p.add_argument("out", help="a new folder for the merged results.json and results.md")
+    p.add_argument("results", nargs="+", help="the parts' results.json files")
+    p.set_defaults(func=cmd_merge_results)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

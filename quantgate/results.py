@@ -11,7 +11,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .errors import QuantgateError
 from .matrix import Case
+
+
+class ResultsError(QuantgateError):
+    """A results.json that is not a quantgate result set."""
 
 
 @dataclass
@@ -178,5 +183,22 @@ def write_results(folder: Path, records: list[CaseRecord], environment: dict, st
 
 
 def read_results(path: Path) -> tuple[dict, list[CaseRecord]]:
-    data = json.loads(Path(path).read_text())
-    return data, [CaseRecord(**c) for c in data["cases"]]
+    """A result set written by write_results; anything else is refused with what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+        cases = data["cases"]
+        data["started"], data["environment"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ResultsError(f"{path}: not a quantgate result set ({type(exc).__name__}: {exc})") from None
+    known = set(CaseRecord.__dataclass_fields__)
+    records = []
+    for i, c in enumerate(cases):
+        unknown = sorted(set(c) - known)
+        missing = sorted(f for f in ("case", "model", "config", "backend", "device", "components") if f not in c)
+        if unknown or missing:
+            raise ResultsError(f"{path}: case {c.get('case', i)}: "
+                               + (f"unknown field(s) {', '.join(unknown)}" if unknown else "")
+                               + ("; " if unknown and missing else "")
+                               + (f"missing field(s) {', '.join(missing)}" if missing else ""))
+        records.append(CaseRecord(**c))
+    return data, records

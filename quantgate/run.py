@@ -92,6 +92,10 @@ class CaseSession:
         self.pipe = None
         self._embeds = None
         self.memory: dict = {}
+        if case.device == "cuda":
+            import torch
+
+            torch.cuda.init()         # now: a process that cannot use CUDA fails its start, not its load
 
     # -------------------------------------------------------------- load
     def load(self) -> dict:

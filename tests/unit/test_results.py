@@ -50,6 +50,35 @@ def test_proposed_expectations_sit_one_margin_from_the_measurement(tmp_path, cap
         assert line in out, (line, out)
 
 
+def test_expectations_from_repeated_runs_cover_every_run_and_state_the_spread(tmp_path, capsys):
+    for run, (ssim, bytes_, peak) in enumerate([(0.95, 500, 2000), (0.94, 520, 2100)]):
+        mem = {"load_peak_reserved": 1000, "inference_peak_reserved": peak}
+        write_results(tmp_path / f"run{run}", [_record("bnb-nf4", ["transformer"], ssim, bytes_, mem,
+                                                       {"transformer": 1000})], ENV, "2026-11-25T00:00:00+00:00")
+    assert main(["propose-expectations", str(tmp_path / "run0" / "results.json"),
+                 str(tmp_path / "run1" / "results.json")]) == 0
+    out = capsys.readouterr().out
+    for line in ("ssim_min = 0.938", "weight_bytes_max = 526", "peak_inference_bytes_max = 2205",
+                 'basis = "2 run(s), SSIM 0.9400 (spread 0.0100), 520 bytes (spread 20), '
+                 'peak load reserved 1,000 (spread 0), peak inference reserved 2,100 (spread 100), 2026-11-25"'):
+        assert line in out, (line, out)
+
+
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["build-model", "--fixtures", str(tmp_path), "--model", "tiny-flux"]) == 2
     assert "quantgate: error:" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_result_set_is_refused_with_what_is_wrong(tmp_path, capsys):
+    import json
+
+    bad = tmp_path / "results.json"
+    bad.write_text("{not json")
+    assert main(["propose-expectations", str(bad)]) == 2
+    assert "not a quantgate result set (JSONDecodeError" in capsys.readouterr().err
+    write_results(tmp_path, [_record("bf16", [], 1.0, 10)], ENV, "2026-11-25T00:00:00+00:00")
+    data = json.loads(bad.read_text())
+    data["cases"][0]["colour"] = "blue"
+    bad.write_text(json.dumps(data))
+    assert main(["propose-expectations", str(bad)]) == 2
+    assert "case tiny-flux-bf16-cuda: unknown field(s) colour" in capsys.readouterr().err

@@ -1,0 +1,58 @@
+"""Merge result sets of one matrix that ran in parts (halves of a pass, shards, GPUs) into one.
+
+Every part must come from the same hardware class and package versions. A case that several parts
+ran (the reference is run by every part that needs its bytes) is kept once, and only if its
+measured figures agree everywhere: a case's figures must not depend on what else ran in its session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import QuantgateError
+from .results import CaseRecord, read_results, write_results
+
+# figures that must be identical wherever a case ran; timings are not among them
+MEASURED = ("status", "weights", "reference_bytes", "similarity", "memory")
+
+
+class MergeError(QuantgateError):
+    """Result sets that cannot be merged into one."""
+
+
+def _identity(env: dict) -> dict:
+    return {"hardware": env.get("hardware"), "gpu": env.get("gpu"), "driver": env.get("driver"),
+            "packages": env.get("packages")}
+
+
+def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
+    """Write the merged set to `out`; return it and the cases found in more than one part."""
+    if (out / "results.json").exists():
+        raise MergeError(f"{out} already holds a result set (results.json); choose a new folder")
+    merged: dict[str, tuple[CaseRecord, Path]] = {}
+    repeated: list[str] = []
+    first_env, started, first_path = None, [], None
+    for path in parts:
+        data, records = read_results(path)
+        if first_env is None:
+            first_env, first_path = data["environment"], path
+        elif _identity(data["environment"]) != _identity(first_env):
+            mine, theirs = _identity(data["environment"]), _identity(first_env)
+            diff = [f"{k}: {theirs[k]} vs {mine[k]}" for k in mine if mine[k] != theirs[k]]
+            raise MergeError(f"{path} ran on other hardware or versions than {first_path}: {'; '.join(diff)}")
+        started.append(data["started"])
+        for rec in records:
+            if rec.case not in merged:
+                merged[rec.case] = (rec, path)
+                continue
+            kept, where = merged[rec.case]
+            differ = [f for f in MEASURED if getattr(kept, f) != getattr(rec, f)]
+            if differ:
+                raise MergeError(f"{rec.case} was measured differently in {where} and {path} "
+                                 f"({', '.join(differ)}); a case's figures must not depend on what ran with it")
+            kept.tests.update({t: o for t, o in rec.tests.items() if t not in kept.tests})
+            repeated.append(rec.case)
+    if first_env is None:
+        raise MergeError("no result sets to merge")
+    write_results(out, [rec for rec, _ in merged.values()], first_env, min(started))
+    return out, sorted(set(repeated))
