@@ -31,7 +31,7 @@ def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
         raise MergeError(f"{out} already holds a result set (results.json); choose a new folder")
     merged: dict[str, tuple[CaseRecord, Path]] = {}
     repeated: list[str] = []
-    first_env, started, first_path = None, [], None
+    first_env, started, finished, first_path = None, [], [], None
     for path in parts:
         data, records = read_results(path)
         if first_env is None:
@@ -41,6 +41,7 @@ def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
             diff = [f"{k}: {theirs[k]} vs {mine[k]}" for k in mine if mine[k] != theirs[k]]
             raise MergeError(f"{path} ran on other hardware or versions than {first_path}: {'; '.join(diff)}")
         started.append(data["started"])
+        finished.append(data.get("finished") or data["started"])
         for rec in records:
             if rec.case not in merged:
                 merged[rec.case] = (rec, path)
@@ -54,5 +55,5 @@ def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
             repeated.append(rec.case)
     if first_env is None:
         raise MergeError("no result sets to merge")
-    write_results(out, [rec for rec, _ in merged.values()], first_env, min(started))
+    write_results(out, [rec for rec, _ in merged.values()], first_env, min(started), max(finished))
     return out, sorted(set(repeated))

@@ -174,8 +174,10 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(folder: Path, records: list[CaseRecord], environment: dict, started: str) -> Path:
-    payload = {"started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+def write_results(folder: Path, records: list[CaseRecord], environment: dict, started: str,
+                  finished: str | None = None) -> Path:
+    payload = {"started": started,
+               "finished": finished or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "environment": environment, "cases": [asdict(r) for r in records]}
     _atomic_write(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
     _atomic_write(folder / "results.md", markdown(records, environment, started))

@@ -22,7 +22,8 @@ def test_parts_merge_into_one_set_with_each_case_once(tmp_path):
     a = _part(tmp_path / "a", ref, _record("bnb-nf4", ["transformer"], 0.95, 500))
     b = _part(tmp_path / "b", twin, _record("quanto-int8", ["transformer"], 0.99, 600))
     out, repeated = merge_results([a, b], tmp_path / "merged")
-    _, records = read_results(out / "results.json")
+    data, records = read_results(out / "results.json")
+    assert data["started"] == "2026-11-25T00:00:00+00:00" and data["finished"] >= data["started"]
     assert [r.config for r in records] == ["bf16", "bnb-nf4", "quanto-int8"]
     assert repeated == ["tiny-flux-bf16-cuda"]
     assert records[0].tests == twin.tests                      # outcomes of both parts kept
