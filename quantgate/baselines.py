@@ -67,7 +67,8 @@ class BaselineStore:
         return base.with_suffix(".png"), base.with_suffix(".json")
 
     # -------------------------------------------------------------- reading
-    def load(self, model: ModelSpec, hardware: str, prompt: Prompt, seed: int, device: str) -> np.ndarray:
+    def load(self, model: ModelSpec, hardware: str, prompt: Prompt, seed: int, device: str,
+             identity: str | None = None) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
         fix = f"make them with: {regen_command(model.name, device)}"
@@ -91,6 +92,8 @@ class BaselineStore:
             raise BaselineError(f"baseline {png} was made on hardware class {meta.get('hardware')!r}, "
                                 f"not {hardware}: not used; {fix}")
         expected = {**generation_settings(model), "prompt": prompt.text, "seed": seed}
+        if identity is not None:       # the weights the images came from (synthetic build key, checkpoint hash)
+            expected["model_identity"] = identity
         stale = [f"{k} {meta.get(k)!r} (now {v!r})" for k, v in expected.items() if meta.get(k) != v]
         if stale:
             raise BaselineError(f"baseline {png} was made with other settings: {'; '.join(stale)}; {fix}")
@@ -109,7 +112,7 @@ class BaselineStore:
 
     # -------------------------------------------------------------- writing
     def write_set(self, model: ModelSpec, config: BackendConfig, hardware: str,
-                  images: dict[str, np.ndarray], environment: dict) -> Path:
+                  images: dict[str, np.ndarray], environment: dict, identity: str | None = None) -> Path:
         """Write every baseline of one model and hardware class, replacing the old set atomically."""
         from PIL import Image
 
@@ -130,7 +133,8 @@ class BaselineStore:
                 Image.fromarray(images[key], mode="RGB").save(png, format="PNG")
                 meta = {"model": model.name, "config": config.id, "hardware": hardware,
                         "prompt_id": prompt.id, "prompt": prompt.text, "seed": seed,
-                        **generation_settings(model), "created": created, "sha256": _sha256(png),
+                        **generation_settings(model), "model_identity": identity,
+                        "created": created, "sha256": _sha256(png),
                         "environment": environment}
                 (tmp / f"{key}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             final = parent / hardware

@@ -5,6 +5,7 @@ merge result sets.
   quantgate regen-baselines --model NAME [--device cpu|cuda]
   quantgate propose-expectations RESULTS.json [RESULTS.json ...] [--ssim-margin ...]
   quantgate merge-results OUT_DIR RESULTS.json [RESULTS.json ...]
+  quantgate reference-table RESULTS.json [--reference fixtures/reference/blog-flux-dev-h100.toml]
 """
 
 from __future__ import annotations
@@ -30,16 +31,12 @@ def _cache_root(args) -> Path:
 
 
 def _models(args):
+    from .checkpoints import select_models
     from .matrix import load_models
 
-    models = load_models(Path(args.fixtures))
     wanted = getattr(args, "model", None)
-    if wanted:
-        if wanted not in models:
-            raise QuantgateError(f"unknown model {wanted!r} (in {Path(args.fixtures) / 'models.toml'}: "
-                                 f"{', '.join(models)})")
-        return {wanted: models[wanted]}
-    return models
+    return select_models(load_models(Path(args.fixtures)), [wanted] if wanted else [],
+                         getattr(args, "model_settings", None), Path(args.fixtures) / "models.toml")
 
 
 def cmd_build_model(args) -> int:
@@ -53,6 +50,7 @@ def cmd_build_model(args) -> int:
 def cmd_regen_baselines(args) -> int:
     """Run the reference configuration in its own process and write its images as the baselines."""
     from .baselines import BaselineStore
+    from .checkpoints import identity
     from .matrix import Case, load_matrix, reference_config
     from .runner import Runner
 
@@ -67,7 +65,8 @@ def cmd_regen_baselines(args) -> int:
             case = Case(spec, reference, args.device)
             images = runner.images(case)
             record = runner.record(case)
-            folder = store.write_set(spec, reference, record.hardware, images, record.environment)
+            folder = store.write_set(spec, reference, record.hardware, images, record.environment,
+                                     identity(spec, runner.model_dir(case)))
             print(f"{spec.name}: {len(images)} baseline(s) from '{reference.id}' written to {folder}")
     finally:
         runner.close()
@@ -140,6 +139,19 @@ def cmd_propose_expectations(args) -> int:
     return 0
 
 
+def cmd_reference_table(args) -> int:
+    from .reference_table import table
+    from .results import read_results
+
+    data, records = read_results(Path(args.results))
+    text, flagged = table(Path(args.reference), records, data["environment"], data["started"])
+    print(text, end="")
+    if flagged:
+        print(f"\n{len(flagged)} row(s) off by more than 10%: {', '.join(flagged)}; each needs an explanation",
+              file=sys.stderr)
+    return 0
+
+
 def cmd_merge_results(args) -> int:
     from .merge import merge_results
 
@@ -154,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build-model", help="build synthetic models into the cache")
-    p.add_argument("--model", help="only this model")
+    p.add_argument("--model", help="only this model (a name from models.toml, or a checkpoint folder or hub id)")
+    p.add_argument("--model-settings", help="for a checkpoint: the models.toml model whose settings it borrows")
     _common(p)
     p.set_defaults(func=cmd_build_model)
     p = sub.add_parser("regen-baselines", help="write BF16 baseline images (only from the reference)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="a name from models.toml, or a checkpoint: a local folder or a hub id in the local cache")
+    p.add_argument("--model-settings", help="for a checkpoint: the models.toml model whose settings it borrows "
+                   "(default: flux-dev-synth)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--baselines", default="baselines", help="baseline folder (default: ./baselines)")
     p.add_argument("--isolation", default="process", choices=("process", "inline"))
@@ -172,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-margin", type=float, default=0.05,
                    help="margin on GPU peak reserved bytes (allocator blocks are 2 MiB and up)")
     p.set_defaults(func=cmd_propose_expectations)
+    p = sub.add_parser("reference-table", help="published figures side by side with a result set's")
+    p.add_argument("results", help="a results.json written by the gate")
+    p.add_argument("--reference", default="fixtures/reference/blog-flux-dev-h100.toml",
+                   help="the published figures (default: the diffusers quantization blog's FLUX.1-dev table)")
+    p.set_defaults(func=cmd_reference_table)
     p = sub.add_parser("merge-results", help="merge result sets of one matrix run in parts into one")
     p.add_argument("out", help="a new folder for the merged results.json and results.md")
     p.add_argument("results", nargs="+", help="the parts' results.json files")

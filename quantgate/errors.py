@@ -39,5 +39,9 @@ class CaseCrashed(CaseFailed):
     """The process that ran a case died (signal or abnormal exit)."""
 
 
+class DoesNotFit(QuantgateError):
+    """A CUDA case needs more GPU memory than is free: skipped, with the numbers."""
+
+
 class CaseTimedOut(CaseFailed):
     """A case exceeded its time budget and was stopped."""

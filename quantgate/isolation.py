@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut
+from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut, DoesNotFit
 from .matrix import Case
 from .run import DEFAULT_SESSION
 
@@ -49,6 +49,8 @@ def _context(device: str):
 def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -> Exception:
     if kind == "BackendImportError":
         return BackendImportError(message)
+    if kind == "DoesNotFit":
+        return DoesNotFit(message)
     tail = "\n".join(tb.rstrip().splitlines()[-TRACEBACK_LINES:]) if tb else ""
     exc = CaseFailed(f"{case.id}: {method} raised {kind}: {message}"
                      + (f"\n--- end of the case process's traceback ---\n{tail}" if tail else ""))
@@ -127,7 +129,7 @@ class CaseInline:
 
         try:
             return getattr(self.session, method)(*args)
-        except BackendImportError:
+        except (BackendImportError, DoesNotFit):
             raise
         except Exception as exc:
             raise _remote_failure(self.case, method, type(exc).__name__, str(exc), traceback.format_exc()) from exc

@@ -70,6 +70,10 @@ class ModelSpec:
     seeds: tuple[int, ...]
     seed: int                   # seed of the synthetic weights
     fixtures_dir: Path = field(compare=False)
+    devices: tuple[str, ...] = DEVICES          # where this model's cases run
+    configs: tuple[str, ...] | None = None      # only these configurations (default: all that allow it)
+    latency_rounds: int | None = None           # timed denoising calls (default: the matrix's)
+    borrows: str | None = None                  # a checkpoint: the models.toml model whose settings it uses
 
     @property
     def config_dir(self) -> Path:
@@ -97,6 +101,10 @@ MODEL_FIELDS = [
     Field("prompts", list, item_kind=str, check=lambda v: _unique(v) or (None if v else "must name at least one prompt")),
     Field("seeds", list, item_kind=int, check=lambda v: _unique(v) or (None if v else "must hold at least one seed")),
     Field("seed", int, required=False, default=0),
+    Field("devices", list, item_kind=str, required=False, choices=DEVICES,
+          check=lambda v: _unique(v) or (None if v else "must name at least one device")),
+    Field("configs", list, item_kind=str, required=False, check=_unique),
+    Field("latency_rounds", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
 ]
 PROMPT_FIELDS = [Field("text", str, check=lambda v: None if v.strip() else "must not be empty")]
 
@@ -127,7 +135,9 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             description=v["description"], height=v["height"], width=v["width"], steps=v["steps"],
             guidance_scale=v["guidance_scale"], max_sequence_length=v["max_sequence_length"],
             prompts=tuple(prompts[p] for p in v["prompts"]), seeds=tuple(v["seeds"]), seed=v["seed"],
-            fixtures_dir=fixtures_dir)
+            fixtures_dir=fixtures_dir, devices=tuple(v["devices"] or DEVICES),
+            configs=tuple(v["configs"]) if v["configs"] is not None else None,
+            latency_rounds=v["latency_rounds"])
     if not models:
         raise DataFileError(path, None, None, "defines no model")
     return models
@@ -214,6 +224,7 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
     if unknown:
         raise DataFileError(path, unknown[0], None, "unknown top-level table (use [defaults] and [[config]])")
     defaults = load_defaults(fixtures_dir)
+    model_names = set(models) | set(load_models(fixtures_dir))   # every model, not only those selected
     entries = data.get("config", [])
     if not isinstance(entries, list) or not entries:
         raise DataFileError(path, None, "config", "no [[config]] entries")
@@ -247,8 +258,8 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             raise DataFileError(path, name, "placement", "group_offload offloads the transformer: quantize or "
                                 "cast it (components must include 'transformer')")
         for m in v["models"] or []:
-            if m not in models:
-                raise DataFileError(path, name, "models", f"unknown model {m!r} (known: {', '.join(models)})")
+            if m not in model_names:
+                raise DataFileError(path, name, "models", f"unknown model {m!r} (known: {', '.join(sorted(model_names))})")
         problem = check_settings(v["backend"], v["settings"])
         if problem:
             field_name, text = problem
@@ -264,6 +275,12 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             models=tuple(v["models"]) if v["models"] is not None else None,
             timeout_s=v["timeout_s"] if v["timeout_s"] is not None else defaults["timeout_s"],
             known_failure=known, description=v["description"]))
+    known = {c.id for c in configs}
+    for model in models.values():
+        for config_id in model.configs or ():
+            if config_id not in known:
+                raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "configs",
+                                    f"unknown configuration {config_id!r} (not in {path})")
     references = [c.id for c in configs if c.is_reference]
     if len(references) != 1:
         raise DataFileError(path, None, "backend",
@@ -288,13 +305,20 @@ class Case:
         return (("gpu",) if self.device == "cuda" else ()) + self.config.all_markers
 
 
+def _runs(model: ModelSpec, config: BackendConfig) -> bool:
+    return ((config.models is None or model.name in config.models or model.borrows in config.models)
+            and (model.configs is None or config.id in model.configs or config.is_reference))
+
+
 def build_cases(models: dict[str, ModelSpec], configs: list[BackendConfig]) -> list[Case]:
-    """Every case of the matrix, reference configurations first (their results are the yardstick)."""
+    """Every case of the matrix, reference configurations first (their results are the yardstick).
+    A case runs a configuration that allows the model (its `models`) and that the model takes (its
+    `configs`), on a device both name."""
     ordered = sorted(configs, key=lambda c: not c.is_reference)
-    return [Case(models[m], c, d)
-            for m in models
-            for c in ordered if c.models is None or m in c.models
-            for d in c.devices]
+    return [Case(spec, c, d)
+            for spec in models.values()
+            for c in ordered if _runs(spec, c)
+            for d in c.devices if d in spec.devices]
 
 
 def reference_config(configs: list[BackendConfig]) -> BackendConfig:

@@ -34,14 +34,21 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
-    """sha256 of every weight file, by path relative to the folder."""
+    """sha256 of every weight file, by path relative to the folder (a progress bar from 1 GiB up)."""
+    from tqdm.auto import tqdm
+
+    files = _weight_files(folder)
+    total = sum(p.stat().st_size for p in files)
     out = {}
-    for path in _weight_files(folder):
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                h.update(chunk)
-        out[str(path.relative_to(folder))] = h.hexdigest()
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"fingerprint {folder.name}",
+              disable=total < 2**30) as bar:
+        for path in files:
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(chunk)
+                    bar.update(len(chunk))
+            out[str(path.relative_to(folder))] = h.hexdigest()
     return out
 
 
@@ -98,13 +105,13 @@ def ensure_synthetic(spec: ModelSpec, cache_root: Path) -> Path:
 
 
 def checkpoint_dir(spec: ModelSpec) -> Path:
-    """A real checkpoint: a local diffusers folder (model_index.json at its top)."""
-    path = Path(spec.path).expanduser()
-    if not (path / "model_index.json").is_file():
-        raise QuantgateError(
-            f"model '{spec.name}': no diffusers pipeline at {path} (looked for {path / 'model_index.json'}); "
-            "set `path` in models.toml to a folder saved with save_pretrained")
-    return path
+    """A real checkpoint: a local diffusers folder, or a hub id in the local Hugging Face cache."""
+    from .checkpoints import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(spec.path)
+    except QuantgateError as exc:
+        raise QuantgateError(f"model '{spec.name}' (path in models.toml): {exc}") from None
 
 
 def model_dir(spec: ModelSpec, cache_root: Path) -> Path:

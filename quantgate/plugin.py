@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .errors import BackendImportError, BaselineError, QuantgateError
+from .errors import BackendImportError, BaselineError, DoesNotFit, QuantgateError
 from .matrix import (MARKERS, Case, build_cases, expectations_path, load_defaults, load_expectations, load_matrix,
                      load_models)
 from .runner import KnownFailureReproduced, Runner
@@ -36,7 +36,11 @@ def pytest_addoption(parser):
                     "(default: $QUANTGATE_CACHE_DIR or ~/.cache/quantgate)")
     group.addoption("--qg-results-dir", help="folder for this run's results (default: a new "
                     ".quantgate/results/<time> folder; an existing result set is never overwritten)")
-    group.addoption("--qg-model", action="append", default=[], help="run only this model (repeatable)")
+    group.addoption("--qg-model", action="append", default=[],
+                    help="run only this model (repeatable): a name from models.toml, or a checkpoint: a local "
+                    "diffusers folder or a hub id in the local Hugging Face cache (never downloaded)")
+    group.addoption("--qg-model-settings", help="the models.toml model whose generation settings, devices and "
+                    "configurations a checkpoint runs with (default: flux-dev-synth)")
     group.addoption("--qg-config", action="append", default=[],
                     help="run only this backend configuration id from matrix.toml (repeatable)")
     group.addoption("--qg-isolation", choices=("process", "inline"), default="process",
@@ -87,6 +91,7 @@ class GateSession:
             self.results_dir = config.rootpath / ".quantgate" / "results" / f"{stamp}-{os.getpid()}"
         self._data = None
         self._data_error = None
+        self._identities: dict[str, str] = {}
         self.runner = None
 
     # -------------------------------------------------------------- data
@@ -99,14 +104,11 @@ class GateSession:
                 if not (self.fixtures_dir / "matrix.toml").exists():
                     raise QuantgateError(f"no matrix at {self.fixtures_dir / 'matrix.toml'}: point --qg-fixtures "
                                          "(or the ini option qg_fixtures) at a quantgate fixtures folder")
-                models = load_models(self.fixtures_dir)
-                wanted = self.config.getoption("--qg-model")
-                unknown = [m for m in wanted if m not in models]
-                if unknown:
-                    raise QuantgateError(f"--qg-model {unknown[0]!r} is not in {self.fixtures_dir / 'models.toml'} "
-                                         f"(known: {', '.join(models)})")
-                if wanted:
-                    models = {k: v for k, v in models.items() if k in wanted}
+                from .checkpoints import select_models
+
+                models = select_models(load_models(self.fixtures_dir), self.config.getoption("--qg-model"),
+                                       self.config.getoption("--qg-model-settings"),
+                                       self.fixtures_dir / "models.toml")
                 configs = load_matrix(self.fixtures_dir, models)
                 self.all_cases = build_cases(models, configs)
                 picked = self.config.getoption("--qg-config")
@@ -126,8 +128,19 @@ class GateSession:
 
             self.runner = Runner(self.cache_root, self.config.getoption("--qg-isolation"), self.reference_of,
                                  self.config.getoption("--qg-case-session") or DEFAULT_SESSION,
-                                 on_case_closed=self.write_results)
+                                 on_case_closed=self.write_results, needed_of=self.gpu_bytes_needed)
         return self._data
+
+    def gpu_bytes_needed(self, case: Case) -> int | None:
+        """What a CUDA case needs on the GPU, from measurement: the largest peak_inference_bytes_max
+        that any CUDA hardware class's expectations give its configuration (None if none do)."""
+        if case.device != "cuda":
+            return None
+        _, _, _, expectations = self.data()
+        peaks = [table[case.config.id].peak_inference_bytes_max
+                 for hw, table in expectations.get(case.model.name, {}).items()
+                 if hw.startswith("cuda") and case.config.id in table]
+        return max((p for p in peaks if p), default=None)
 
     def reference_of(self, case: Case) -> Case | None:
         if case.config.is_reference:
@@ -252,6 +265,8 @@ class GateSession:
             if self.allow_missing:
                 pytest.skip(f"backend missing, skipped by --qg-allow-missing-backends: {exc}")
             raise
+        except DoesNotFit as exc:
+            pytest.skip(str(exc))
 
     def load(self, case: Case):
         """Load the case (once per session) and return its record."""
@@ -278,6 +293,13 @@ class GateSession:
                         "(quantgate propose-expectations turns a result set into one)", pytrace=False)
         return per_hw[case.config.id]
 
+    def model_identity(self, case: Case) -> str:
+        from .checkpoints import identity
+
+        if case.model.name not in self._identities:
+            self._identities[case.model.name] = identity(case.model, self.runner.model_dir(case))
+        return self._identities[case.model.name]
+
     def defaults(self) -> dict:
         """The matrix's [defaults] (timeout_s, latency_rounds, shrink_ratio_max)."""
         self.data()
@@ -288,7 +310,8 @@ class GateSession:
 
         rec = self.record(case)
         try:
-            return BaselineStore(self.baselines_dir).load(case.model, rec.hardware, prompt, seed, case.device)
+            return BaselineStore(self.baselines_dir).load(case.model, rec.hardware, prompt, seed, case.device,
+                                                          self.model_identity(case))
         except BaselineError as exc:
             pytest.fail(str(exc), pytrace=False)
 

@@ -98,10 +98,26 @@ class CaseSession:
             torch.cuda.init()         # now: a process that cannot use CUDA fails its start, not its load
 
     # -------------------------------------------------------------- load
-    def load(self) -> dict:
+    def check_fits(self, needed_bytes: int | None) -> None:
+        """Refuse, with the numbers, a CUDA case whose measured peak exceeds the free GPU memory."""
+        if self.case.device != "cuda" or not needed_bytes:
+            return
+        import torch
+
+        from .errors import DoesNotFit
+
+        free, total = torch.cuda.mem_get_info()
+        if needed_bytes > free:
+            raise DoesNotFit(
+                f"{self.case.id} does not fit: it needs {needed_bytes / 2**30:.2f} GiB of GPU memory (its "
+                f"peak_inference_bytes_max in expectations), and {free / 2**30:.2f} GiB of "
+                f"{total / 2**30:.2f} GiB are free on {torch.cuda.get_device_name()}")
+
+    def load(self, needed_bytes: int | None = None) -> dict:
         import torch
 
         cfg = self.case.config
+        self.check_fits(needed_bytes)
         import_backend(cfg.backend)
         started = time.perf_counter()
         pipe_cls, classes = _component_classes(self.model_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut, QuantgateError
+from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut, DoesNotFit, QuantgateError
 from .isolation import open_case
 from .matrix import Case
 from .modelcache import model_dir
@@ -29,17 +29,20 @@ def _status_of(exc: Exception) -> str:
         return "timed out"
     if isinstance(exc, BackendImportError):
         return "import failed"
+    if isinstance(exc, DoesNotFit):
+        return "does not fit"
     return "failed"
 
 
 class Runner:
     def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
-                 session_factory: str = DEFAULT_SESSION, on_case_closed=None):
+                 session_factory: str = DEFAULT_SESSION, on_case_closed=None, needed_of=None):
         self.cache_root = Path(cache_root)
         self.isolation = isolation
         self.session_factory = session_factory
         self.on_case_closed = on_case_closed      # called after each case's process is closed
         self.reference_of = reference_of        # case -> its reference case (None for a reference)
+        self.needed_of = needed_of              # case -> GPU bytes it needs (None: unknown, not checked)
         self.records: dict[str, CaseRecord] = {}
         self._model_dirs: dict[str, Path] = {}
         self._failures: dict[str, Exception] = {}
@@ -97,7 +100,8 @@ class Runner:
             handle = open_case(case, folder, self.cache_root, self.isolation, self.session_factory)
             rec.start_s = handle.start_s
             self._active = (case.id, handle)
-            info = handle.call("load")
+            needed = self.needed_of(case) if self.needed_of else None
+            info = handle.call("load", *([needed] if needed else []))
         except Exception as exc:
             self.close_active(kill=True)
             raise self._fail(case, exc) from exc

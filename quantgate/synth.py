@@ -78,21 +78,55 @@ def _param_seed(seed: int, component: str, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def init_weights(module, component: str, seed: int) -> None:
-    """Seeded, order-independent init: N(0, 1/fan_in) matrices, unit norm scales, small biases."""
+def _param_values(shape, name: str, generator_seed: int):
+    """N(0, 1/fan_in) matrices, unit norm scales, N(0, 0.02) biases, in float32."""
     import torch
 
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            gen = torch.Generator(device="cpu").manual_seed(_param_seed(seed, component, name))
-            if param.ndim >= 2:
-                fan_in = param[0].numel()
-                values = torch.randn(param.shape, generator=gen, dtype=torch.float32) / math.sqrt(fan_in)
-            elif name.endswith("weight"):
-                values = torch.ones(param.shape, dtype=torch.float32)
+    if len(shape) >= 2:
+        gen = torch.Generator(device="cpu").manual_seed(generator_seed)
+        fan_in = math.prod(shape[1:])
+        return torch.randn(shape, generator=gen, dtype=torch.float32) / math.sqrt(fan_in)
+    if name.endswith("weight"):
+        return torch.ones(shape, dtype=torch.float32)
+    gen = torch.Generator(device="cpu").manual_seed(generator_seed)
+    return torch.randn(shape, generator=gen, dtype=torch.float32) * 0.02
+
+
+def init_weights(module, component: str, seed: int, progress=None, workers: int | None = None) -> None:
+    """Seeded, order-independent init of every parameter, in place, in the parameter's dtype.
+
+    Each parameter's values come from its own CPU generator (so the bytes do not depend on
+    construction order, thread count or the machine), drawn in float32 and rounded once to the
+    parameter's dtype. Parameters still on the meta device are materialised on the CPU. Runs on
+    several threads (torch releases the GIL while drawing)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    params = list(module.named_parameters())
+
+    def fill(item):
+        name, param = item
+        values = _param_values(tuple(param.shape), name, _param_seed(seed, component, name)).to(param.dtype)
+        return name, values
+
+    with torch.no_grad(), ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
+        for name, values in pool.map(fill, params):
+            owner_name, _, attr = name.rpartition(".")
+            owner = module.get_submodule(owner_name) if owner_name else module
+            current = owner._parameters[attr]
+            if current.is_meta:
+                owner._parameters[attr] = torch.nn.Parameter(values, requires_grad=current.requires_grad)
             else:
-                values = torch.randn(param.shape, generator=gen, dtype=torch.float32) * 0.02
-            param.copy_(values.to(param.dtype))
+                current.copy_(values)
+            if progress is not None:
+                progress.update(values.numel() * values.element_size())
+    if hasattr(module, "tie_weights"):       # transformers models: re-point tied parameters
+        module.tie_weights()
+    leftovers = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if leftovers:
+        raise RuntimeError(f"{component}: not materialised: {', '.join(leftovers[:5])}")
     module.eval()
 
 
@@ -101,10 +135,91 @@ def _read_json(path: Path) -> dict:
         return json.load(fh)
 
 
-def build_flux(config_dir: Path, out_dir: Path, seed: int) -> None:
-    """Build the synthetic FLUX pipeline from `config_dir` and save it (BF16) to `out_dir`."""
+def _empty(factory, dtype):
+    """The module with its parameters on the meta device (no memory) in `dtype`; buffers real."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        module = factory()
+    return module.to(dtype)
+
+
+_SAFETENSORS_DTYPES = {"torch.bfloat16": "BF16", "torch.float32": "F32", "torch.float16": "F16",
+                       "torch.int64": "I64", "torch.int32": "I32"}
+
+
+def _tensors_to_store(module) -> list[tuple[str, object]]:
+    """What save_pretrained stores: every parameter (tied ones once) and the persistent buffers."""
+    if hasattr(module, "tie_weights"):       # transformers: tied parameters become one object
+        module.tie_weights()
+    transient = {f"{prefix}.{b}" if prefix else b
+                 for prefix, sub in module.named_modules() for b in sub._non_persistent_buffers_set}
+    out = list(module.named_parameters())
+    out += [(n, b) for n, b in module.named_buffers() if n not in transient]
+    return sorted(out, key=lambda item: item[0])
+
+
+def write_weights(module, component: str, seed: int, path: Path, progress=None,
+                  workers: int | None = None) -> None:
+    """Stream the seeded weights of a module whose parameters are on the meta device into one
+    safetensors file, tensor by tensor: memory stays at a few tensors, not the model. Values are
+    those init_weights gives; buffers are written as they are."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    entries = _tensors_to_store(module)
+    header, offset = {}, 0
+    for name, tensor in entries:
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[str(tensor.dtype)], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {"format": "pt"}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+
+    def values(item):
+        name, tensor = item
+        if not tensor.is_meta:                                    # a real buffer
+            return tensor.detach().contiguous()
+        return _param_values(tuple(tensor.shape), name, _param_seed(seed, component, name)).to(tensor.dtype)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workers = workers or min(16, os.cpu_count() or 1)
+    with path.open("wb") as fh, ThreadPoolExecutor(max_workers=workers) as pool:
+        fh.write(len(blob).to_bytes(8, "little") + blob)
+        window = 2 * workers                                      # tensors in flight
+        for start in range(0, len(entries), window):
+            for value in pool.map(values, entries[start:start + window]):
+                fh.write(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+                if progress is not None:
+                    progress.update(value.numel() * value.element_size())
+
+
+def _save_config(module, folder: Path) -> str:
+    """config.json as save_pretrained writes it; returns the weight file's name."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(module, "save_config"):                            # diffusers
+        module.save_config(folder)
+        return "diffusion_pytorch_model.safetensors"
+    module.config.architectures = [type(module).__name__]         # transformers
+    module.config.dtype = torch.bfloat16
+    module.config.save_pretrained(folder)
+    return "model.safetensors"
+
+
+def build_flux(config_dir: Path, out_dir: Path, seed: int, progress: bool = True) -> None:
+    """Build the synthetic FLUX pipeline from `config_dir` and save it (BF16) to `out_dir`. The
+    components are never materialised: each weight is drawn and streamed to its file, so a
+    full-size build (31.4 GiB) needs a few GB of memory. A progress bar shows for builds of 1 GiB up."""
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from tqdm.auto import tqdm
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     config_files(config_dir)
@@ -117,18 +232,29 @@ def build_flux(config_dir: Path, out_dir: Path, seed: int) -> None:
         if cfg.vocab_size < len(tok):
             raise ValueError(f"{config_dir / (name + '.json')}: vocab_size {cfg.vocab_size} is smaller than "
                              f"its tokenizer's {len(tok)} tokens")
-    components = {
-        "transformer": FluxTransformer2DModel(**_read_json(config_dir / "transformer.json")),
-        "text_encoder": CLIPTextModel(clip_cfg),
-        "text_encoder_2": T5EncoderModel(t5_cfg),
-        "vae": AutoencoderKL(**_read_json(config_dir / "vae.json")),
+    factories = {
+        "transformer": lambda: FluxTransformer2DModel(**_read_json(config_dir / "transformer.json")),
+        "text_encoder": lambda: CLIPTextModel(clip_cfg),
+        "text_encoder_2": lambda: T5EncoderModel(t5_cfg),
+        "vae": lambda: AutoencoderKL(**_read_json(config_dir / "vae.json")),
     }
-    for name, module in components.items():
-        init_weights(module, name, seed)
-        module.to(torch.bfloat16)
+    modules = {name: _empty(make, torch.bfloat16) for name, make in factories.items()}
+    total = sum(t.numel() * t.element_size() for m in modules.values() for _, t in _tensors_to_store(m))
+    index = {"_class_name": "FluxPipeline", "_diffusers_version": diffusers.__version__,
+             "feature_extractor": [None, None], "image_encoder": [None, None]}
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"building {config_dir.name}",
+              disable=not progress or total < 2**30) as bar:
+        for name, module in modules.items():
+            weights_file = _save_config(module, out_dir / name)
+            write_weights(module, name, seed, out_dir / name / weights_file, bar)
+            index[name] = [type(module).__module__.split(".")[0], type(module).__name__]
     scheduler = FlowMatchEulerDiscreteScheduler(**_read_json(config_dir / "scheduler.json"))
-    pipe = FluxPipeline(scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer_2, **components)
-    pipe.save_pretrained(out_dir, safe_serialization=True)
+    scheduler.save_pretrained(out_dir / "scheduler")
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+    tokenizer_2.save_pretrained(out_dir / "tokenizer_2")
+    for name, obj in (("scheduler", scheduler), ("tokenizer", tokenizer), ("tokenizer_2", tokenizer_2)):
+        index[name] = [type(obj).__module__.split(".")[0], type(obj).__name__]
+    (out_dir / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
 
 
 BUILDERS = {"flux": build_flux}

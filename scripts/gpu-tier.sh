@@ -4,8 +4,9 @@
 #   scripts/gpu-tier.sh OUT_DIR [PASSES] [-- extra pytest arguments]
 #
 # Writes OUT_DIR/env.txt (nvidia-smi, versions), and for each pass OUT_DIR/passN/ with the gate's
-# results (results.json, results.md), pytest-benchmark's JSON and the log. With REGEN=1 it first
-# regenerates the CUDA baselines of tiny-flux (only the reference configuration writes them).
+# results (results.json, results.md), pytest-benchmark's JSON and the log. With REGEN="model ..."
+# (REGEN=1: tiny-flux) it first builds those models and regenerates their CUDA baselines (only the
+# reference configuration writes them).
 # With ALONE="config ..." it then runs those configurations alone, each in a session of its own,
 # to show that a case's figures do not depend on what ran before it.
 set -uo pipefail
@@ -28,9 +29,14 @@ for p in ("diffusers", "transformers", "accelerate", "torchao", "optimum-quanto"
 PY
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
-if [ "${REGEN:-0}" = 1 ]; then
-  python3 -m quantgate regen-baselines --model tiny-flux --device cuda 2>&1 | tail -3 | tee "$out/regen.log"
-fi
+regen=${REGEN:-}
+[ "$regen" = 1 ] && regen=tiny-flux
+for model in $regen; do
+  start=$(date +%s)
+  python3 -m quantgate build-model --model "$model" > "$out/build-$model.log" 2>&1
+  echo "build $model: exit $?, $(( $(date +%s) - start )) s"
+  python3 -m quantgate regen-baselines --model "$model" --device cuda 2>&1 | tail -3 | tee -a "$out/regen.log"
+done
 status=0
 for i in $(seq 1 "$passes"); do
   dir="$out/pass$i"

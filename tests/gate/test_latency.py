@@ -10,7 +10,7 @@ here, since a timed unit test is no performance claim.
 def test_denoise_latency(qg, qg_case, benchmark):
     record = qg.load(qg_case)
     qg.denoise(qg_case, record=False)        # warm-up: first-call allocations, kernel selection
-    rounds = qg.defaults()["latency_rounds"]
+    rounds = qg_case.model.latency_rounds or qg.defaults()["latency_rounds"]
     benchmark.extra_info.update({
         "case": qg_case.id, "hardware": record.hardware, "steps": qg_case.model.steps,
         "height": qg_case.model.height, "width": qg_case.model.width, "backend": qg_case.config.backend})

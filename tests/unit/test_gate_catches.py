@@ -85,7 +85,7 @@ import os, signal, time
 from quantgate.run import CaseSession
 
 class Planted(CaseSession):
-    def load(self):
+    def load(self, *args):
         fault = {"quanto-int8": "segfault", "quanto-int4": "abort", "quanto-float8": "hang"}.get(self.case.config.id)
         if fault == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
@@ -93,7 +93,7 @@ class Planted(CaseSession):
             os.abort()
         if fault == "hang":
             time.sleep(3600)
-        return super().load()
+        return super().load(*args)
 '''
 
 

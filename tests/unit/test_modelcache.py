@@ -56,5 +56,5 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
 
 def test_missing_checkpoint_names_where_it_looked(tiny, tmp_path):
     spec = replace(tiny, source="checkpoint", path=str(tmp_path / "FLUX.1-dev"))
-    with pytest.raises(QuantgateError, match=r"no diffusers pipeline at .*FLUX\.1-dev \(looked for .*model_index\.json\)"):
+    with pytest.raises(QuantgateError, match=r"model .tiny-flux. \(path in models.toml\): checkpoint .*: no folder at .*FLUX\.1-dev"):
         model_dir(spec, tmp_path)
