@@ -84,12 +84,18 @@ def select_models(models: dict[str, ModelSpec], wanted: list[str], settings_of: 
 
 
 def identity(spec: ModelSpec, folder: Path) -> str:
-    """What the model's images depend on, in short: the synthetic build key, or a hash of a
-    checkpoint's configs and weight file names and sizes (cheap: no 30 GB read)."""
-    if spec.source == "synthetic":
+    """What the model's images depend on, in short: a synthetic model's build key and the digest of
+    its weights (so a torch that draws other values is noticed), or a hash of a checkpoint's configs
+    and weight file names and sizes (cheap: no 30 GB read)."""
+    if spec.source == "synthetic":       # the build key and a digest of the built weights' sha256s
+        import json
+
+        from .modelcache import BUILD_META
         from .synth import config_key
 
-        return f"synthetic:{config_key(spec.config_dir, spec.seed)}"
+        built = json.loads((Path(folder) / BUILD_META).read_text())["sha256"]
+        digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()[:16]
+        return f"synthetic:{config_key(spec.config_dir, spec.seed)}:{digest}"
     h = hashlib.sha256()
     for path in sorted(Path(folder).rglob("*")):
         rel = path.relative_to(folder).as_posix()

@@ -59,9 +59,14 @@ def quantize(data: np.ndarray, qtype) -> np.ndarray:
 
 
 def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
+    """Encode the transformer's BF16 safetensors as one GGUF file (tensors encoded on several
+    threads, written in order; a progress bar for large models), swapped into place when complete."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import gguf
     import torch
     from safetensors import safe_open
+    from tqdm.auto import tqdm
 
     qtype = getattr(gguf.GGMLQuantizationType, quant_type)
     plain = {gguf.GGMLQuantizationType.BF16: torch.bfloat16, gguf.GGMLQuantizationType.F32: torch.float32}
@@ -75,7 +80,7 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
         writer = gguf.GGUFWriter(tmp_name, arch="flux")
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_file_type(int(qtype))
-        plan = []
+        plan, shapes = [], []
         for f in files:
             with safe_open(f, framework="pt") as sf:
                 for name in sorted(sf.keys()):
@@ -84,17 +89,29 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
                     nbytes = gguf.quant_shape_to_byte_shape(shape, ttype)
                     writer.add_tensor_info(name, nbytes, np.dtype(np.uint8), int(np.prod(nbytes)), raw_dtype=ttype)
                     plan.append((f, name, ttype))
+                    shapes.append(shape)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for f, name, ttype in plan:
+        def encode(item):
+            f, name, ttype = item
             with safe_open(f, framework="pt") as sf:
                 t = sf.get_tensor(name)
             if ttype in plain:
                 data = t.to(plain[ttype]).contiguous().view(torch.uint8).numpy()
             else:
                 data = quantize(t.float().numpy(), ttype)
-            writer.write_tensor_data(data.reshape(gguf.quant_shape_to_byte_shape(tuple(t.shape), ttype)))
+            return t.numel(), data.reshape(gguf.quant_shape_to_byte_shape(tuple(t.shape), ttype))
+
+        total = sum(int(np.prod(sf_shape)) for sf_shape in shapes)
+        workers = min(16, os.cpu_count() or 1)       # numpy releases the GIL while it encodes
+        with ThreadPoolExecutor(max_workers=workers) as pool, \
+                tqdm(total=total, unit="param", unit_scale=True, desc=f"writing {out.name}",
+                     disable=total < 2**28) as bar:
+            for start in range(0, len(plan), 2 * workers):         # a bounded window in flight, in order
+                for count, data in pool.map(encode, plan[start:start + 2 * workers]):
+                    writer.write_tensor_data(data)
+                    bar.update(count)
         writer.close()
         os.replace(tmp_name, out)
     finally:

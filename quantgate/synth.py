@@ -14,7 +14,8 @@ import math
 import string
 from pathlib import Path
 
-BUILDER_VERSION = "1"   # bump when the weights a config gives would change
+BUILDER_VERSION = "2"   # bump when the built files would change (2: weights streamed into safetensors
+                        # by quantgate, the same values as 1 in another file layout)
 COMPONENT_FILES = ("transformer.json", "text_encoder.json", "text_encoder_2.json", "vae.json",
                    "scheduler.json", "vocabulary.txt")
 
