@@ -31,6 +31,7 @@ class CaseRecord:
     error: str | None = None
     hardware: str | None = None
     start_s: float | None = None   # starting the case's process
+    wall_s: float | None = None    # the case, from opening its process to closing it
     load_s: float | None = None
     weights: dict = field(default_factory=dict)       # component -> {bytes, tensors, quantized_tensors}
     reference_bytes: dict = field(default_factory=dict)   # component -> bytes in the reference

@@ -8,6 +8,7 @@ ratios have a yardstick even when the run is filtered.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut, DoesNotFit, QuantgateError
@@ -47,7 +48,7 @@ class Runner:
         self._model_dirs: dict[str, Path] = {}
         self._failures: dict[str, Exception] = {}
         self._images: dict[str, dict] = {}
-        self._active: tuple[str, object] | None = None
+        self._active: tuple[str, object, float] | None = None    # (case id, handle, opened at)
 
     # -------------------------------------------------------------- models
     def model_dir(self, case: Case) -> Path:
@@ -96,10 +97,11 @@ class Runner:
             self.close_active()
         rec = self.record(case)
         try:
-            folder = self.model_dir(case)
+            folder = self.model_dir(case)              # a model build is not part of the case's time
+            opened = time.perf_counter()
             handle = open_case(case, folder, self.cache_root, self.isolation, self.session_factory)
             rec.start_s = handle.start_s
-            self._active = (case.id, handle)
+            self._active = (case.id, handle, opened)
             needed = self.needed_of(case) if self.needed_of else None
             info = handle.call("load", *([needed] if needed else []))
         except Exception as exc:
@@ -118,7 +120,9 @@ class Runner:
         try:
             return handle.call(method, *args)
         except (CaseCrashed, CaseTimedOut) as exc:
-            self._active = None
+            _, _, opened = self._active
+            self._active = None                      # its process is gone already
+            self.record(case).wall_s = time.perf_counter() - opened
             raise self._fail(case, exc) from exc
         except CaseFailed as exc:
             if self._is_known_failure(case, exc):
@@ -142,9 +146,10 @@ class Runner:
 
     def close_active(self, kill: bool = False) -> None:
         if self._active is not None:
-            _, handle = self._active
+            case_id, handle, opened = self._active
             self._active = None
             handle.close(kill=kill)
+            self.records[case_id].wall_s = time.perf_counter() - opened
             if self.on_case_closed is not None:
                 self.on_case_closed()
 

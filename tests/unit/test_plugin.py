@@ -20,6 +20,8 @@ def test_a_run_writes_its_results_and_touches_no_baseline(run_gate, baselines_co
                                  "results: *results-0 (results.json, results.md, images/)"])
     data = json.loads((tmp_path / "results-0" / "results.json").read_text())
     assert [c["case"] for c in data["cases"]] == ["tiny-flux-bf16-cpu", "tiny-flux-quanto-int8-cpu"]
+    for c in data["cases"]:     # a case's wall time holds its measured phases
+        assert c["wall_s"] > c["start_s"] + c["load_s"] + sum(c["image_seconds"]) + sum(c["denoise_s"])
     assert data["environment"]["packages"]["diffusers"]
     assert (tmp_path / "results-0" / "images" / "tiny-flux-quanto-int8-cpu" / "fox-s0.png").exists()
 

@@ -82,3 +82,20 @@ def test_a_file_that_is_not_a_result_set_is_refused_with_what_is_wrong(tmp_path,
     bad.write_text(json.dumps(data))
     assert main(["propose-expectations", str(bad)]) == 2
     assert "case tiny-flux-bf16-cuda: unknown field(s) colour" in capsys.readouterr().err
+
+
+def test_wall_time_split_accounts_for_every_second(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    ref, quant = _record("bf16", [], 1.0, 10), _record("bnb-nf4", ["transformer"], 0.95, 5)
+    for r, load in ((ref, 2.0), (quant, 5.0)):
+        r.start_s, r.load_s, r.image_seconds, r.denoise_s, r.wall_s = 1.0, load, [1.0], [0.5, 0.5], load + 4.0
+    write_results(tmp_path, [ref, quant], ENV, "2026-11-25T00:00:00+00:00", "2026-11-25T00:00:20+00:00")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "matrix_wall_time.py"),
+                          str(tmp_path / "results.json")], capture_output=True, text=True, check=True).stdout
+    assert "| tiny-flux-bnb-nf4-cuda | 9.0 | 1.0 | 5.0 | 3.0 | 1.0 | 1.0 | 1.0 |" in out
+    assert ("Session wall time 20 s: cases 15 s (process start 2, loading 7 of which quantizing about 3, "
+            "images 2, timed denoising 2, harness 2); outside the cases 5 s") in out
