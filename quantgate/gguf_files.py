@@ -80,7 +80,7 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
         writer = gguf.GGUFWriter(tmp_name, arch="flux")
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_file_type(int(qtype))
-        plan, shapes = [], []
+        plan = []
         for f in files:
             with safe_open(f, framework="pt") as sf:
                 for name in sorted(sf.keys()):
@@ -88,13 +88,12 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
                     ttype = tensor_type(shape, qtype)
                     nbytes = gguf.quant_shape_to_byte_shape(shape, ttype)
                     writer.add_tensor_info(name, nbytes, np.dtype(np.uint8), int(np.prod(nbytes)), raw_dtype=ttype)
-                    plan.append((f, name, ttype))
-                    shapes.append(shape)
+                    plan.append((f, name, ttype, shape))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         def encode(item):
-            f, name, ttype = item
+            f, name, ttype, _ = item
             with safe_open(f, framework="pt") as sf:
                 t = sf.get_tensor(name)
             if ttype in plain:
@@ -103,7 +102,7 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
                 data = quantize(t.float().numpy(), ttype)
             return t.numel(), data.reshape(gguf.quant_shape_to_byte_shape(tuple(t.shape), ttype))
 
-        total = sum(int(np.prod(sf_shape)) for sf_shape in shapes)
+        total = sum(int(np.prod(shape)) for *_, shape in plan)
         workers = min(16, os.cpu_count() or 1)       # numpy releases the GIL while it encodes
         with ThreadPoolExecutor(max_workers=workers) as pool, \
                 tqdm(total=total, unit="param", unit_scale=True, desc=f"writing {out.name}",

@@ -2,10 +2,10 @@
 
 A backend that segfaults, aborts or hangs ends only its own case's process: the parent sees the
 pipe close (or the budget pass), names the signal and the backend, and the session goes on.
-Cases are forked from a fork server that has already imported torch, diffusers, transformers and
-the pipeline classes (quantgate.worker), so a case costs a fork, not an interpreter start. A process
-forked after CUDA was initialised cannot use CUDA, so the server imports no backend (bitsandbytes
-and torchao initialise CUDA on import) and runs with PYTORCH_NVML_BASED_CUDA_CHECK=1 (otherwise
+Cases are forked from a fork server that has already imported torch, diffusers and transformers
+(quantgate.worker), so a case costs a fork, not an interpreter start. A process forked after CUDA
+was initialised cannot use CUDA, so the server imports no backend and no pipeline class
+(bitsandbytes and torchao initialise CUDA on import, and diffusers' pipelines import them) and runs with PYTORCH_NVML_BASED_CUDA_CHECK=1 (otherwise
 torch.cuda.is_available() initialises the driver). Measured on an H100: a CUDA case's process is
 ready in 8.4 s forked against 18.9 s spawned (results/cuda-case-start-cuda-sm90.json). Should a
 forked CUDA case still fail to start, it is started again in a fresh interpreter (spawn), and every

@@ -36,10 +36,11 @@ def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
         data, records = read_results(path)
         if first_env is None:
             first_env, first_path = data["environment"], path
-        elif _identity(data["environment"]) != _identity(first_env):
+        else:
             mine, theirs = _identity(data["environment"]), _identity(first_env)
             diff = [f"{k}: {theirs[k]} vs {mine[k]}" for k in mine if mine[k] != theirs[k]]
-            raise MergeError(f"{path} ran on other hardware or versions than {first_path}: {'; '.join(diff)}")
+            if diff:
+                raise MergeError(f"{path} ran on other hardware or versions than {first_path}: {'; '.join(diff)}")
         started.append(data["started"])
         finished.append(data.get("finished") or data["started"])
         for rec in records:
@@ -51,7 +52,8 @@ def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
             if differ:
                 raise MergeError(f"{rec.case} was measured differently in {where} and {path} "
                                  f"({', '.join(differ)}); a case's figures must not depend on what ran with it")
-            kept.tests.update({t: o for t, o in rec.tests.items() if t not in kept.tests})
+            for test, outcome in rec.tests.items():
+                kept.tests.setdefault(test, outcome)
             repeated.append(rec.case)
     if first_env is None:
         raise MergeError("no result sets to merge")

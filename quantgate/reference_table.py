@@ -34,9 +34,9 @@ def load_reference(path: Path) -> tuple[dict, dict[str, dict]]:
 
 
 def ours(rec: CaseRecord, published_steps: int) -> dict:
-    m = rec.memory
-    load = m.get("load_peak_reserved")
-    peak = max(v for v in (load, m.get("inference_peak_reserved")) if v) if load or m.get("inference_peak_reserved") else None
+    load = rec.memory.get("load_peak_reserved")
+    peaks = [v for v in (load, rec.memory.get("inference_peak_reserved")) if v]
+    peak = max(peaks) if peaks else None
     seconds = None
     if rec.image_seconds and rec.denoise_s and rec.steps:
         per_step = statistics.median(rec.denoise_s) / rec.steps
@@ -77,9 +77,9 @@ def table(reference_path: Path, records: list[CaseRecord], environment: dict,
     for cid, row in rows.items():
         rec = by_config.get(cid)
         mine = ours(rec, top["steps"]) if rec else {"after_load": None, "peak": None, "seconds": None}
-        off = [name for name, key in (("after load", "after_load_gib"), ("peak", "peak_gib"))
-               if mine[name.replace(" ", "_")] is not None
-               and abs(mine[name.replace(" ", "_")] / row[key] - 1) > OFF_BY]
+        off = [label for label, mine_key, row_key in (("after load", "after_load", "after_load_gib"),
+                                                      ("peak", "peak", "peak_gib"))
+               if mine[mine_key] is not None and abs(mine[mine_key] / row[row_key] - 1) > OFF_BY]
         if off:
             flagged.append(cid)
         note = "not run" if rec is None else ("off by >10%: " + ", ".join(off) if off else "")

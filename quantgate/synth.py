@@ -93,41 +93,13 @@ def _param_values(shape, name: str, generator_seed: int):
     return torch.randn(shape, generator=gen, dtype=torch.float32) * 0.02
 
 
-def init_weights(module, component: str, seed: int, progress=None, workers: int | None = None) -> None:
-    """Seeded, order-independent init of every parameter, in place, in the parameter's dtype.
-
-    Each parameter's values come from its own CPU generator (so the bytes do not depend on
-    construction order, thread count or the machine), drawn in float32 and rounded once to the
-    parameter's dtype. Parameters still on the meta device are materialised on the CPU. Runs on
-    several threads (torch releases the GIL while drawing)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
+def init_weights(module, component: str, seed: int) -> None:
+    """The values a build writes (see write_weights), put in place into a module held in memory."""
     import torch
 
-    params = list(module.named_parameters())
-
-    def fill(item):
-        name, param = item
-        values = _param_values(tuple(param.shape), name, _param_seed(seed, component, name)).to(param.dtype)
-        return name, values
-
-    with torch.no_grad(), ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
-        for name, values in pool.map(fill, params):
-            owner_name, _, attr = name.rpartition(".")
-            owner = module.get_submodule(owner_name) if owner_name else module
-            current = owner._parameters[attr]
-            if current.is_meta:
-                owner._parameters[attr] = torch.nn.Parameter(values, requires_grad=current.requires_grad)
-            else:
-                current.copy_(values)
-            if progress is not None:
-                progress.update(values.numel() * values.element_size())
-    if hasattr(module, "tie_weights"):       # transformers models: re-point tied parameters
-        module.tie_weights()
-    leftovers = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
-    if leftovers:
-        raise RuntimeError(f"{component}: not materialised: {', '.join(leftovers[:5])}")
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            param.copy_(_param_values(tuple(param.shape), name, _param_seed(seed, component, name)).to(param.dtype))
     module.eval()
 
 
@@ -160,17 +132,16 @@ def _tensors_to_store(module) -> list[tuple[str, object]]:
     return sorted(out, key=lambda item: item[0])
 
 
-def write_weights(module, component: str, seed: int, path: Path, progress=None,
+def write_weights(entries: list[tuple[str, object]], component: str, seed: int, path: Path, progress=None,
                   workers: int | None = None) -> None:
-    """Stream the seeded weights of a module whose parameters are on the meta device into one
-    safetensors file, tensor by tensor: memory stays at a few tensors, not the model. Values are
-    those init_weights gives; buffers are written as they are."""
+    """Stream the seeded weights of a module's tensors (from _tensors_to_store; parameters on the
+    meta device) into one safetensors file, tensor by tensor: memory stays at a few tensors, not
+    the model. Values are those init_weights gives; buffers are written as they are."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    entries = _tensors_to_store(module)
     header, offset = {}, 0
     for name, tensor in entries:
         size = tensor.numel() * tensor.element_size()
@@ -240,14 +211,15 @@ def build_flux(config_dir: Path, out_dir: Path, seed: int, progress: bool = True
         "vae": lambda: AutoencoderKL(**_read_json(config_dir / "vae.json")),
     }
     modules = {name: _empty(make, torch.bfloat16) for name, make in factories.items()}
-    total = sum(t.numel() * t.element_size() for m in modules.values() for _, t in _tensors_to_store(m))
+    stored = {name: _tensors_to_store(module) for name, module in modules.items()}
+    total = sum(t.numel() * t.element_size() for entries in stored.values() for _, t in entries)
     index = {"_class_name": "FluxPipeline", "_diffusers_version": diffusers.__version__,
              "feature_extractor": [None, None], "image_encoder": [None, None]}
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"building {config_dir.name}",
               disable=not progress or total < 2**30) as bar:
         for name, module in modules.items():
             weights_file = _save_config(module, out_dir / name)
-            write_weights(module, name, seed, out_dir / name / weights_file, bar)
+            write_weights(stored[name], name, seed, out_dir / name / weights_file, bar)
             index[name] = [type(module).__module__.split(".")[0], type(module).__name__]
     scheduler = FlowMatchEulerDiscreteScheduler(**_read_json(config_dir / "scheduler.json"))
     scheduler.save_pretrained(out_dir / "scheduler")

@@ -12,9 +12,8 @@ import argparse
 import statistics
 from pathlib import Path
 
+from quantgate.merge import MEASURED as FIGURES   # what must be identical wherever a case ran
 from quantgate.results import read_results
-
-FIGURES = ("weights", "memory", "similarity")
 
 
 def _by_case(path):
@@ -43,8 +42,8 @@ def main() -> None:
     print(f"# Repeated runs: {Path(args.first).name} ({d1['started']}) vs {Path(args.second).name} ({d2['started']})\n")
     print(f"GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}; "
           + ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items())) + "\n")
-    print("Identical: real weight bytes per component, CUDA allocator figures (peaks and after-phase, load and "
-          "inference) and SSIM/PSNR of every image, compared exactly. Step ms: median of the case's timed denoising "
+    print("Identical: status, real weight bytes per component (and the reference's), CUDA allocator figures (peaks "
+          "and after-phase, load and inference) and SSIM/PSNR of every image, compared exactly. Step ms: median of the case's timed denoising "
           "calls / steps. Within-run range: (slowest - fastest) / median of one run's timed calls.\n")
     print("| case | identical figures | step ms, first | step ms, second | change | within-run range, first / second |")
     print("|---|---|---|---|---|---|")
