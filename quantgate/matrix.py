@@ -248,9 +248,9 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
         if v["placement"] != "device" and v["devices"] != ["cuda"]:
             raise DataFileError(path, name, "placement", f"'{v['placement']}' offloads to the CPU from a GPU: "
                                 "devices must be ['cuda']")
-        if v["load_on"] == "device" and (v["route"] != "component" or v["backend"] in ("none", "gguf", "layerwise")):
-            raise DataFileError(path, name, "load_on", "'device' loads quantized components with a device_map: "
-                                "it needs route 'component' and a torchao, quanto or bitsandbytes backend")
+        if v["load_on"] == "device" and v["backend"] in ("none", "gguf", "layerwise"):
+            raise DataFileError(path, name, "load_on", "'device' loads quantized components with a device_map, so "
+                                "they are quantized there: it needs a torchao, quanto or bitsandbytes backend")
         if v["load_on"] == "device" and v["devices"] != ["cuda"]:
             raise DataFileError(path, name, "load_on", "'device' is for CUDA entries (devices = ['cuda']): with "
                                 "device_map {'': 'cpu'} diffusers' torchao quantizer quantizes nothing")

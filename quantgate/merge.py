@@ -3,6 +3,8 @@
 Every part must come from the same hardware class and package versions. A case that several parts
 ran (the reference is run by every part that needs its bytes) is kept once, and only if its
 measured figures agree everywhere: a case's figures must not depend on what else ran in its session.
+A part that loaded the reference only for its bytes measured fewer figures (no images, no inference
+memory): the figures both parts have must agree, and the fuller record is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,35 @@ class MergeError(QuantgateError):
 def _identity(env: dict) -> dict:
     return {"hardware": env.get("hardware"), "gpu": env.get("gpu"), "driver": env.get("driver"),
             "packages": env.get("packages")}
+
+
+def _measured(rec: CaseRecord) -> dict:
+    """The record's measured figures, leaving out those it did not measure (None, empty)."""
+    out = {}
+    for field in MEASURED:
+        value = getattr(rec, field)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+        if value not in (None, {}):
+            out[field] = value
+    return out
+
+
+def _disagree(a: dict, b: dict) -> list[str]:
+    """The fields whose figures both records measured and that differ."""
+    out = []
+    for field in a.keys() & b.keys():
+        x, y = a[field], b[field]
+        if isinstance(x, dict) and isinstance(y, dict) and field == "memory":
+            if any(x[k] != y[k] for k in x.keys() & y.keys()):
+                out.append(field)
+        elif x != y:
+            out.append(field)
+    return sorted(out, key=MEASURED.index)
+
+
+def _size(measured: dict) -> int:
+    return sum(len(v) if isinstance(v, dict) else 1 for v in measured.values())
 
 
 def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
@@ -48,10 +79,15 @@ def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
                 merged[rec.case] = (rec, path)
                 continue
             kept, where = merged[rec.case]
-            differ = [f for f in MEASURED if getattr(kept, f) != getattr(rec, f)]
+            mine, theirs = _measured(kept), _measured(rec)
+            differ = _disagree(mine, theirs)
             if differ:
                 raise MergeError(f"{rec.case} was measured differently in {where} and {path} "
                                  f"({', '.join(differ)}); a case's figures must not depend on what ran with it")
+            if _size(theirs) > _size(mine):       # keep the fuller record, with every test outcome
+                rec.tests = {**rec.tests, **{t: o for t, o in kept.tests.items() if t not in rec.tests}}
+                merged[rec.case] = (rec, path)
+                kept = rec
             for test, outcome in rec.tests.items():
                 kept.tests.setdefault(test, outcome)
             repeated.append(rec.case)

@@ -127,7 +127,9 @@ class CaseSession:
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype)
             elif cfg.route == "pipeline":
                 qc = pipeline_quantization_config(cfg.backend, cfg.settings, cfg.components)
-                pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, quantization_config=qc)
+                # a device name as the pipeline's device_map: every component loads (and is quantized) there
+                extra = {"device_map": self.case.device} if cfg.load_on == "device" else {}
+                pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, quantization_config=qc, **extra)
             else:
                 parts = {name: self._load_component(name, classes[name], dtype) for name in cfg.components}
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, **parts)

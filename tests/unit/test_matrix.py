@@ -141,10 +141,10 @@ def test_malformed_matrix_is_an_error_at_collection(run_gate, fixtures_copy):
     result.stdout.fnmatch_lines(["*matrix.toml: entry 'x-bad': field 'backend': unknown value 'torchaoo'*"])
 
 
-def test_load_on_device_needs_a_quantizing_component_route(fixtures_copy):
+def test_load_on_device_needs_a_quantizing_backend(fixtures_copy):
     _append_config(fixtures_copy, 'id = "x-bad"\nbackend = "gguf"\ncomponents = ["transformer"]\n'
                                   'devices = ["cuda"]\nsettings = {quant_type="Q8_0"}\nload_on = "device"')
-    with pytest.raises(DataFileError, match=r"field 'load_on': 'device' loads quantized components"):
+    with pytest.raises(DataFileError, match=r"field 'load_on': 'device' loads quantized components .* needs a torchao, quanto or bitsandbytes"):
         _load(fixtures_copy)
 
 
@@ -153,3 +153,13 @@ def test_load_on_device_is_for_cuda_entries(fixtures_copy):
                                   'devices = ["cpu"]\nsettings = {config="Int8WeightOnlyConfig"}\nload_on = "device"')
     with pytest.raises(DataFileError, match=r"field 'load_on': 'device' is for CUDA entries"):
         _load(fixtures_copy)
+
+
+def test_load_on_device_takes_the_pipeline_route_too(fixtures_copy):
+    _append_config(fixtures_copy, 'id = "x-quanto-dev"\nbackend = "quanto"\nroute = "pipeline"\n'
+                                  'components = ["transformer", "text_encoder_2"]\ndevices = ["cuda"]\n'
+                                  'settings = {weights_dtype="float8"}\nload_on = "device"')
+    _, matrix = _load(fixtures_copy)
+    configs = {c.id: c for c in matrix}
+    assert configs["x-quanto-dev"].load_on == "device"
+    assert configs["x-quanto-dev"].route == "pipeline"

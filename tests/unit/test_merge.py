@@ -47,3 +47,27 @@ def test_parts_from_other_versions_are_refused_and_nothing_is_overwritten(tmp_pa
     assert main(["merge-results", str(tmp_path / "a"), str(b)]) == 2
     assert "already holds a result set" in capsys.readouterr().err
     assert a.read_text() == before
+
+
+def test_a_reference_loaded_only_for_its_bytes_merges_with_the_full_one(tmp_path):
+    full = _record("bf16", [], 1.0, 1000, {"load_peak_reserved": 5, "inference_peak_reserved": 9})
+    full.tests = {"test_bf16_reproduces_its_baseline": "passed"}
+    bytes_only = _record("bf16", [], 1.0, 1000, {"load_peak_reserved": 5, "inference_peak_reserved": None})
+    bytes_only.similarity, bytes_only.tests = {}, {}
+    a = _part(tmp_path / "a", bytes_only, _record("bnb-nf4", ["transformer"], 0.95, 500))
+    b = _part(tmp_path / "b", full)
+    out, repeated = merge_results([a, b], tmp_path / "merged")
+    _, records = read_results(out / "results.json")
+    ref = next(r for r in records if r.config == "bf16")
+    assert ref.memory["inference_peak_reserved"] == 9 and ref.similarity     # the fuller record is kept
+    assert ref.tests == full.tests
+
+
+def test_a_bytes_only_reference_that_disagrees_on_what_both_measured_is_refused(tmp_path):
+    full = _record("bf16", [], 1.0, 1000, {"load_peak_reserved": 5, "inference_peak_reserved": 9})
+    bytes_only = _record("bf16", [], 1.0, 1000, {"load_peak_reserved": 6})
+    bytes_only.similarity = {}
+    a = _part(tmp_path / "a", full)
+    b = _part(tmp_path / "b", bytes_only)
+    with pytest.raises(MergeError, match="tiny-flux-bf16-cuda was measured differently .*memory"):
+        merge_results([a, b], tmp_path / "merged")
