@@ -1,6 +1,7 @@
 """Where a slow quantized load spends its time: each quantized component of one configuration loaded
-on its own, timed in two stages (from_pretrained, which quantizes; the move to the device), with a
-line printed as each stage ends, so a run cut off by a time limit still says where it
+on its own, the way the gate loads it, timed in two stages ("load": from_pretrained, which
+quantizes, or from_single_file for GGUF; "to_device": the move to the device), with a line printed
+as each stage ends, so a run cut off by a time limit still says where it
 was.
 
     python benchmarks/component_load_probe.py --model flux-dev-synth --config quanto-int4-pipeline \
@@ -40,22 +41,24 @@ def main() -> None:
 
     import torch
 
-    from quantgate.backends import import_backend, quantization_config
-    from quantgate.matrix import load_matrix, load_models
+    from quantgate.backends import import_backend
+    from quantgate.matrix import Case, load_matrix, load_models
     from quantgate.modelcache import default_cache_root, model_dir
-    from quantgate.run import _component_classes
+    from quantgate.run import CaseSession, _component_classes
 
     models = load_models(args.fixtures)
     configs = {c.id: c for c in load_matrix(args.fixtures, models)}
     cfg = configs[args.config]
-    folder = model_dir(models[args.model], Path(args.cache_dir) if args.cache_dir else default_cache_root())
+    cache_root = Path(args.cache_dir) if args.cache_dir else default_cache_root()
+    folder = model_dir(models[args.model], cache_root)
+    # the gate's own component load (quantization config, GGUF file, load_on), one component at a time
+    session = CaseSession(Case(models[args.model], cfg, args.device), str(folder), str(cache_root))
     import_backend(cfg.backend)
     _, classes = _component_classes(folder)
     for name in cfg.components:
         started = time.perf_counter()
-        module = classes[name].from_pretrained(folder, subfolder=name, dtype=torch.bfloat16,
-                                               quantization_config=quantization_config(cfg.backend, cfg.settings, name))
-        _line(component=name, stage="from_pretrained", seconds=round(time.perf_counter() - started, 2))
+        module = session._load_component(name, classes[name], torch.bfloat16)
+        _line(component=name, stage="load", seconds=round(time.perf_counter() - started, 2))
         started = time.perf_counter()
         module.to(args.device)
         if args.device == "cuda":

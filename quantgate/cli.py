@@ -140,14 +140,15 @@ def cmd_propose_expectations(args) -> int:
 
 
 def cmd_reference_table(args) -> int:
-    from .reference_table import table
+    from .reference_table import OFF_BY, table
     from .results import read_results
 
     data, records = read_results(Path(args.results))
     text, flagged = table(Path(args.reference), records, data["environment"], data["started"])
     print(text, end="")
     if flagged:
-        print(f"\n{len(flagged)} row(s) off by more than 10%: {', '.join(flagged)}; each needs an explanation",
+        print(f"\n{len(flagged)} row(s) off by more than {OFF_BY:.0%}: {', '.join(flagged)}; "
+              "each needs an explanation",
               file=sys.stderr)
     return 0
 

@@ -44,7 +44,7 @@ def _disagree(a: dict, b: dict) -> list[str]:
     out = []
     for field in a.keys() & b.keys():
         x, y = a[field], b[field]
-        if isinstance(x, dict) and isinstance(y, dict) and field == "memory":
+        if field == "memory":                # compare the allocator figures both measured
             if any(x[k] != y[k] for k in x.keys() & y.keys()):
                 out.append(field)
         elif x != y:
@@ -84,10 +84,9 @@ def merge_results(parts: list[Path], out: Path) -> tuple[Path, list[str]]:
             if differ:
                 raise MergeError(f"{rec.case} was measured differently in {where} and {path} "
                                  f"({', '.join(differ)}); a case's figures must not depend on what ran with it")
-            if _size(theirs) > _size(mine):       # keep the fuller record, with every test outcome
-                rec.tests = {**rec.tests, **{t: o for t, o in kept.tests.items() if t not in rec.tests}}
+            if _size(theirs) > _size(mine):       # keep the fuller record; its test outcomes come first
                 merged[rec.case] = (rec, path)
-                kept = rec
+                kept, rec = rec, kept
             for test, outcome in rec.tests.items():
                 kept.tests.setdefault(test, outcome)
             repeated.append(rec.case)

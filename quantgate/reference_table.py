@@ -82,7 +82,7 @@ def table(reference_path: Path, records: list[CaseRecord], environment: dict,
                if mine[mine_key] is not None and abs(mine[mine_key] / row[row_key] - 1) > OFF_BY]
         if off:
             flagged.append(cid)
-        note = "not run" if rec is None else ("off by >10%: " + ", ".join(off) if off else "")
+        note = "not run" if rec is None else (f"off by >{OFF_BY:.0%}: " + ", ".join(off) if off else "")
         lines.append(f"| {cid} | {row['setting']} | {row['after_load_gib']:.3f} | {_num(mine['after_load'], '.3f')} | "
                      f"{_ratio(mine['after_load'], row['after_load_gib'])} | {row['peak_gib']:.3f} | "
                      f"{_num(mine['peak'], '.3f')} | {_ratio(mine['peak'], row['peak_gib'])} | "
