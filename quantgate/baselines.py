@@ -113,17 +113,28 @@ class BaselineStore:
     # -------------------------------------------------------------- writing
     def write_set(self, model: ModelSpec, config: BackendConfig, hardware: str,
                   images: dict[str, np.ndarray], environment: dict, identity: str | None = None) -> Path:
-        """Write every baseline of one model and hardware class, replacing the old set atomically."""
-        from PIL import Image
-
+        """Write every baseline of one model and hardware class, replacing the old set atomically
+        (one writer at a time: a second waits, then replaces the first's set whole)."""
         if not config.is_reference:
             raise BaselineError(f"baselines are made only from the reference configuration, not "
                                 f"'{config.id}' (backend {config.backend})")
         wanted = {image_key(p.id, s): (p, s) for p, s in model.images()}
         if set(images) != set(wanted):
             raise BaselineError(f"a baseline set needs exactly the images {sorted(wanted)}, got {sorted(images)}")
+        bad = [k for k, im in images.items()
+               if getattr(im, "dtype", None) != np.uint8 or im.shape != (model.height, model.width, 3)]
+        if bad:
+            raise BaselineError(f"baseline images must be {model.width}x{model.height} RGB uint8: {', '.join(bad)} "
+                                "is not; nothing was written")
+        from .locks import exclusive
+
         parent = self.root / model.name
-        parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(parent / f".{hardware}.lock", f"the baselines of {model.name} on {hardware}"):
+            return self._write_set(model, config, hardware, images, environment, identity, wanted, parent)
+
+    def _write_set(self, model, config, hardware, images, environment, identity, wanted, parent) -> Path:
+        from PIL import Image
+
         tmp = Path(tempfile.mkdtemp(prefix=f".{hardware}.new-", dir=parent))
         os.chmod(tmp, 0o755)
         try:

@@ -21,7 +21,19 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_checkpoint(ref: str) -> Path:
-    """The folder of a checkpoint (model_index.json at its top), or an error naming where it looked."""
+    """The folder of a checkpoint (model_index.json at its top, every safetensors file whole), or an
+    error naming where it looked or which file is damaged."""
+    folder = _find_checkpoint(ref)
+    from .weightfiles import check_folder
+
+    damaged = check_folder(folder)
+    if damaged:
+        raise QuantgateError(f"checkpoint {ref!r} has damaged weight files, not used: {'; '.join(damaged)}; "
+                             "copy or download them again")
+    return folder
+
+
+def _find_checkpoint(ref: str) -> Path:
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():

@@ -92,10 +92,18 @@ def cmd_propose_expectations(args) -> int:
     table's basis states how many runs it rests on and the spread between them."""
     from .results import read_results
 
+    from .results import latency_ratio, references_by_case
+
     runs: dict[tuple[str, str], list] = {}
+    ratios_of: dict[tuple[str, str], list] = {}
     dates = []
     for path in args.results:
         data, records = read_results(Path(path))
+        refs = references_by_case(records)
+        for r in records:
+            ratio = latency_ratio(r, refs.get(r.case)) if r.status == "ok" else None
+            if ratio is not None:
+                ratios_of.setdefault((r.hardware, r.config), []).append(ratio)
         dates.append(data["started"][:10])
         print(f"# from {path} ({data['started']}, {data['environment'].get('cpu')}, "
               f"{data['environment'].get('gpu') or 'no GPU'})")
@@ -103,7 +111,9 @@ def cmd_propose_expectations(args) -> int:
             if r.status == "ok":
                 runs.setdefault((r.hardware, r.config), []).append(r)
     print(f"# margins: SSIM -{args.ssim_margin}, PSNR -{args.psnr_margin} dB, bytes +{args.bytes_margin:.1%}, "
-          f"GPU peak reserved +{args.peak_margin:.0%}")
+          f"GPU peak reserved +{args.peak_margin:.0%}"
+          + (f", step time x BF16 +{args.latency_margin:.0%}" if args.latency_margin is not None else
+             "; step time ratios not gated (no --latency-margin)"))
     for (hardware, config), recs in runs.items():
         ssims = [v["ssim"] for r in recs for v in r.similarity.values()]
         psnrs = [v["psnr"] for r in recs for v in r.similarity.values()]
@@ -127,6 +137,9 @@ def cmd_propose_expectations(args) -> int:
             if values:                # a run that did not measure a phase (reference loaded only) is left out
                 peaks[phase] = values
                 print(f"peak_{phase}_bytes_max = {math.ceil(max(values) * (1 + args.peak_margin))}")
+        ratios = ratios_of.get((hardware, config), [])
+        if ratios and args.latency_margin is not None:
+            print(f"latency_ratio_max = {math.ceil(max(ratios) * (1 + args.latency_margin) * 100) / 100}")
         basis = [f"{len(recs)} run(s)"]
         if per_run_ssim:
             basis.append(f"SSIM {min(per_run_ssim):.4f} (spread {_spread(per_run_ssim):.4f})")
@@ -134,6 +147,8 @@ def cmd_propose_expectations(args) -> int:
             basis.append(f"{max(held):,} bytes (spread {_spread(held):,.0f})")
         for phase, values in peaks.items():
             basis.append(f"peak {phase} reserved {max(values):,} (spread {_spread(values):,.0f})")
+        if ratios and args.latency_margin is not None:
+            basis.append(f"step {min(ratios):.2f}-{max(ratios):.2f}x BF16")
         period = min(dates) if min(dates) == max(dates) else f"{min(dates)}..{max(dates)}"
         print(f'basis = "{", ".join(basis)}, {period}"')
     return 0
@@ -188,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bytes-margin", type=float, default=0.01)
     p.add_argument("--peak-margin", type=float, default=0.05,
                    help="margin on GPU peak reserved bytes (allocator blocks are 2 MiB and up)")
+    p.add_argument("--latency-margin", type=float, default=None,
+                   help="margin on step time as a ratio to BF16 (e.g. 0.25); without it no latency_ratio_max is "
+                   "proposed (step times of tiny models on GPUs are launch-bound and not repeatable)")
     p.set_defaults(func=cmd_propose_expectations)
     p = sub.add_parser("reference-table", help="published figures side by side with a result set's")
     p.add_argument("results", help="a results.json written by the gate")

@@ -45,3 +45,11 @@ class DoesNotFit(QuantgateError):
 
 class CaseTimedOut(CaseFailed):
     """A case exceeded its time budget and was stopped."""
+
+
+class CaseOutOfMemory(CaseFailed):
+    """A case ran out of memory (host or GPU): reported with what it asked for and what was there."""
+
+
+class CaseLeaked(QuantgateError):
+    """A case left something behind after its process ended: a process, or device memory."""

@@ -121,7 +121,12 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
 
 def ensure_transformer_gguf(model_dir: Path, quant_type: str, cache_root: Path) -> Path:
     """The GGUF file for this model and type, written first if missing or unreadable."""
+    from .locks import exclusive
+
     path = gguf_path(model_dir, quant_type, cache_root)
     if path.exists() and is_valid(path):
         return path
-    return write_transformer_gguf(model_dir, quant_type, path)
+    with exclusive(path.parent / f".{path.name}.lock", f"the GGUF file {path.name}"):
+        if path.exists() and is_valid(path):     # written by another process while this one waited
+            return path
+        return write_transformer_gguf(model_dir, quant_type, path)

@@ -21,7 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut, DoesNotFit
+from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseOutOfMemory, CaseTimedOut, DoesNotFit
+from .leaks import Release, gpu_used_bytes, process_tree, settle_gpu, survivors
 from .matrix import Case
 from .run import DEFAULT_SESSION
 
@@ -51,6 +52,9 @@ def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -
         return BackendImportError(message)
     if kind == "DoesNotFit":
         return DoesNotFit(message)
+    if kind == "OutOfMemory":
+        return CaseOutOfMemory(f"{case.id}: {method}: {message} (backend {case.config.backend}); its process "
+                               "was closed, the rest of the matrix goes on")
     tail = "\n".join(tb.rstrip().splitlines()[-TRACEBACK_LINES:]) if tb else ""
     exc = CaseFailed(f"{case.id}: {method} raised {kind}: {message}"
                      + (f"\n--- end of the case process's traceback ---\n{tail}" if tail else ""))
@@ -59,14 +63,20 @@ def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -
 
 
 class CaseProcess:
-    """A case's own process; `call` runs a CaseSession method there."""
+    """A case's own process; `call` runs a CaseSession method there, within the case's time budget
+    (timeout_s, counted from the process's start)."""
 
-    def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str):
+    def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str,
+                 leak_tolerance: int = 64 * 2**20):
         from . import worker
 
         ctx = _context(case.device)
         self.start_method = ctx.get_start_method()
         self.case = case
+        self.release = Release(case.id, tolerance=leak_tolerance)
+        if case.device == "cuda":
+            self.release.gpu_before = gpu_used_bytes()
+        self.opened = time.monotonic()
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker.serve,
                                 args=(child, case, str(model_dir), str(cache_root), session_factory),
@@ -78,16 +88,22 @@ class CaseProcess:
         budget = self.case.config.timeout_s
         try:
             self.conn.send((method, args))
-            if not self.conn.poll(budget):
+            remaining = budget - (time.monotonic() - self.opened)
+            if remaining <= 0 or not self.conn.poll(remaining):
+                elapsed = time.monotonic() - self.opened
                 self.close(kill=True)
-                raise CaseTimedOut(f"{self.case.id}: '{method}' exceeded the case's budget of {budget:g} s "
-                                   f"(timeout_s in matrix.toml); its process was killed")
+                raise CaseTimedOut(f"{self.case.id}: exceeded the case's budget of {budget:g} s (timeout_s in "
+                                   f"matrix.toml) during '{method}', {elapsed:.0f} s after its process started; "
+                                   f"its process was killed (backend {self.case.config.backend})")
             status, *payload = self.conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             raise self._death(method) from None
         if status == "ok":
             return payload[0]
-        raise _remote_failure(self.case, method, *payload)
+        failure = _remote_failure(self.case, method, *payload)
+        if isinstance(failure, CaseOutOfMemory):
+            self.close(kill=True)             # give its memory back before anything else runs
+        raise failure
 
     def _death(self, method: str) -> CaseCrashed:
         self.proc.join(timeout=10)
@@ -99,10 +115,16 @@ class CaseProcess:
                 how = f"was killed by signal {-code}"
         else:
             how = f"exited with code {code}"
+        if code == -signal.SIGKILL:
+            how += " (from outside the case: often the kernel's out-of-memory killer; see dmesg)"
         return CaseCrashed(f"{self.case.id}: the case's process {how} during '{method}' "
                            f"(backend {self.case.config.backend}); the rest of the matrix goes on")
 
-    def close(self, kill: bool = False) -> None:
+    def close(self, kill: bool = False) -> Release:
+        """End the case's process and check what it left behind (see quantgate.leaks)."""
+        if self.conn.closed:
+            return self.release
+        tree = process_tree(self.proc.pid) if self.proc.is_alive() else []
         if self.proc.is_alive() and not kill:
             try:
                 self.conn.send(None)
@@ -113,15 +135,29 @@ class CaseProcess:
             self.proc.kill()
             self.proc.join(timeout=10)
         self.conn.close()
+        rel = self.release
+        rel.exitcode = self.proc.exitcode
+        rel.processes_left = survivors(tree)
+        rel.checked.append("processes it started")
+        if rel.gpu_before is not None:
+            rel.gpu_after = settle_gpu(rel.gpu_before, rel.tolerance)
+            rel.checked.append("GPU memory in use (nvidia-smi)")
+        return rel
 
 
 class CaseInline:
     """The same interface, in this process: no isolation (for debugging and to measure its cost)."""
 
-    def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str):
+    def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str,
+                 leak_tolerance: int = 64 * 2**20):
         from .run import session_class
 
         self.case = case
+        self.release = Release(case.id, tolerance=leak_tolerance)
+        if case.device == "cuda":
+            import torch
+
+            self.release.gpu_before = torch.cuda.memory_allocated()
         self.session = session_class(session_factory)(case, str(model_dir), str(cache_root))
 
     def call(self, method: str, *args):
@@ -134,30 +170,38 @@ class CaseInline:
         except Exception as exc:
             raise _remote_failure(self.case, method, type(exc).__name__, str(exc), traceback.format_exc()) from exc
 
-    def close(self, kill: bool = False) -> None:
-        self.session = None
+    def close(self, kill: bool = False) -> Release:
         import gc
 
+        self.session = None
         gc.collect()
+        if self.release.gpu_before is not None and self.release.gpu_after is None:
+            import torch
+
+            torch.cuda.empty_cache()
+            self.release.gpu_after = torch.cuda.memory_allocated()
+            self.release.checked.append("GPU memory allocated by torch (inline)")
+        return self.release
 
 
 def open_case(case: Case, model_dir: Path, cache_root: Path, mode: str = "process",
-              session_factory: str = DEFAULT_SESSION):
+              session_factory: str = DEFAULT_SESSION, leak_tolerance: int = 64 * 2**20):
     if mode not in MODES:
         raise ValueError(f"unknown isolation mode {mode!r} (choose from: {', '.join(MODES)})")
     global _spawn_cuda_cases
     started = time.perf_counter()
-    handle = (CaseProcess if mode == "process" else CaseInline)(case, model_dir, cache_root, session_factory)
+    handle = (CaseProcess if mode == "process" else CaseInline)(case, model_dir, cache_root, session_factory,
+                                                                leak_tolerance)
     try:
         handle.call("ping")           # ready: the process has started, imported and claimed its device
     except (CaseFailed, CaseCrashed) as exc:
+        exc.release = handle.close(kill=True)
         if not (mode == "process" and case.device == "cuda" and handle.start_method == "forkserver"):
             raise
-        handle.close(kill=True)
         _spawn_cuda_cases = True
         warnings.warn(f"{case.id}: a CUDA case forked from quantgate's fork server could not start "
                       f"({str(exc).splitlines()[0]}); this and every later CUDA case of the session "
                       f"runs in a fresh interpreter instead", RuntimeWarning, stacklevel=2)
-        return open_case(case, model_dir, cache_root, mode, session_factory)
+        return open_case(case, model_dir, cache_root, mode, session_factory, leak_tolerance)
     handle.start_s = time.perf_counter() - started
     return handle

@@ -166,6 +166,11 @@ class BackendConfig:
     timeout_s: float
     known_failure: KnownFailure | None
     description: str
+    memory_limit_gib: float | None = None
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        return int(self.memory_limit_gib * 2**30) if self.memory_limit_gib else None
 
     @property
     def is_reference(self) -> bool:
@@ -197,13 +202,17 @@ CONFIG_FIELDS = [
           check=lambda v: _unique(v) or (None if v else "must name at least one device")),
     Field("models", list, item_kind=str, required=False),
     Field("timeout_s", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
+    Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("known_failure", dict, required=False),
     Field("description", str, required=False, default=""),
 ]
 KNOWN_FAILURE_FIELDS = [Field("match", str), Field("reason", str)]
 DEFAULTS_FIELDS = [
     Field("timeout_s", float, required=False, default=900.0, check=lambda v: None if v > 0 else "must be positive"),
+    Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("latency_rounds", int, required=False, default=5, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("leak_tolerance_mib", float, required=False, default=64.0,
+          check=lambda v: None if v >= 0 else "must not be negative"),
     Field("shrink_ratio_max", float, required=False, default=0.98,
           check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
 ]
@@ -274,7 +283,8 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             settings=v["settings"], markers=tuple(v["markers"]), devices=tuple(v["devices"]),
             models=tuple(v["models"]) if v["models"] is not None else None,
             timeout_s=v["timeout_s"] if v["timeout_s"] is not None else defaults["timeout_s"],
-            known_failure=known, description=v["description"]))
+            known_failure=known, description=v["description"],
+            memory_limit_gib=v["memory_limit_gib"] if v["memory_limit_gib"] is not None else defaults["memory_limit_gib"]))
     known = {c.id for c in configs}
     for model in models.values():
         for config_id in model.configs or ():
@@ -336,6 +346,7 @@ class Expectation:
     peak_load_bytes_max: int | None
     peak_inference_bytes_max: int | None
     basis: str
+    latency_ratio_max: float | None = None
 
 
 def _fraction(value: float) -> str | None:
@@ -349,6 +360,7 @@ EXPECTATION_FIELDS = [
     Field("weight_ratio_max", float, required=False, check=_fraction),
     Field("peak_load_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("peak_inference_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
+    Field("latency_ratio_max", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("basis", str, required=False, default=""),
 ]
 

@@ -69,12 +69,23 @@ def synthetic_dir(spec: ModelSpec, cache_root: Path) -> Path:
 
 
 def ensure_synthetic(spec: ModelSpec, cache_root: Path) -> Path:
-    """The folder of the built synthetic model, building it first if it is missing or incomplete."""
-    from .synth import BUILDERS, config_key
+    """The folder of the built synthetic model, building it first if it is missing or incomplete
+    (one process at a time: a second one waits, then finds it built)."""
 
     final = synthetic_dir(spec, cache_root)
     if _complete(final):
         return final
+    from .locks import exclusive
+
+    with exclusive(final.parent / f".{final.name}.lock", f"the model {spec.name}"):
+        if _complete(final):           # another process built it while this one waited
+            return final
+        return _build(spec, final)
+
+
+def _build(spec: ModelSpec, final: Path) -> Path:
+    from .synth import BUILDERS, config_key
+
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     os.chmod(tmp, 0o755)
@@ -93,11 +104,7 @@ def ensure_synthetic(spec: ModelSpec, cache_root: Path) -> Path:
         (tmp / BUILD_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         if final.exists():             # an incomplete earlier build: never used, replaced
             shutil.rmtree(final)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _complete(final):   # another process won the race with a complete build? else fail
-                raise
+        os.rename(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

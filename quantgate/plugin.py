@@ -19,6 +19,8 @@ from .matrix import (MARKERS, Case, build_cases, expectations_path, load_default
                      load_models)
 from .runner import KnownFailureReproduced, Runner
 
+AFTER_CASE = "qg_after_case"     # marks the test that closes its case: it runs last of the case's tests
+
 CASE_FIXTURES = {
     "qg_case": lambda c: True,
     "qg_quantized_case": lambda c: not c.config.is_reference,
@@ -47,6 +49,10 @@ def pytest_addoption(parser):
                     help="run each case in its own process (default) or in the pytest process")
     group.addoption("--qg-case-session", help="'module:Class' that loads and measures a case in its process: "
                     "quantgate.run:CaseSession (default) or a subclass, for pipelines of your own")
+    group.addoption("--qg-unused-baselines", choices=("report", "fail"), default="report",
+                    help="baselines that no test of the run used, in the folders it used (and baseline folders of "
+                    "models that no longer exist, when no --qg-model narrows the run): list them (report, "
+                    "default) or also fail the session (fail)")
     group.addoption("--qg-allow-missing-backends", action="store_true",
                     help="skip, rather than fail, cases whose backend cannot be imported")
     parser.addini("qg_fixtures", "quantgate fixtures folder", default="fixtures")
@@ -56,6 +62,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    config.addinivalue_line("markers", f"{AFTER_CASE}: runs after every other test of its case (closes the case)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")       # no hub at test time, in every case process
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     config.pluginmanager.register(GateSession(config), "quantgate-session")
@@ -89,9 +96,14 @@ class GateSession:
         else:
             stamp = self.started.strftime("%Y%m%d-%H%M%S")
             self.results_dir = config.rootpath / ".quantgate" / "results" / f"{stamp}-{os.getpid()}"
+        problem = _unwritable(self.results_dir)
+        if problem:
+            raise pytest.UsageError(f"cannot write results to {self.results_dir}: {problem}; choose a writable "
+                                    "folder with --qg-results-dir")
         self._data = None
         self._data_error = None
         self._identities: dict[str, str] = {}
+        self.used_baselines: set[Path] = set()
         self.runner = None
 
     # -------------------------------------------------------------- data
@@ -128,7 +140,8 @@ class GateSession:
 
             self.runner = Runner(self.cache_root, self.config.getoption("--qg-isolation"), self.reference_of,
                                  self.config.getoption("--qg-case-session") or DEFAULT_SESSION,
-                                 on_case_closed=self.write_results, needed_of=self.gpu_bytes_needed)
+                                 on_case_closed=self.write_results, needed_of=self.gpu_bytes_needed,
+                                 leak_tolerance=int(self._defaults["leak_tolerance_mib"] * 2**20))
         return self._data
 
     def gpu_bytes_needed(self, case: Case) -> int | None:
@@ -193,8 +206,13 @@ class GateSession:
         if empty:
             config.hook.pytest_deselected(items=empty)
         kept = [(item, case) for item, case in cases if case is None or isinstance(case, Case)]
+        for item, case in kept:
+            if case is not None and item.get_closest_marker(AFTER_CASE) is not None:
+                # a known failure is the case's, not its clean-up's: the release check must pass
+                item.own_markers[:] = [m for m in item.own_markers if m.name != "xfail"]
         self._case_of_test = {item.nodeid: case for item, case in kept if case is not None}
-        kept.sort(key=lambda pair: -1 if pair[1] is None else order[pair[1].id])
+        kept.sort(key=lambda pair: (-1, 0) if pair[1] is None else
+                  (order[pair[1].id], pair[0].get_closest_marker(AFTER_CASE) is not None))
         items[:] = [item for item, _ in kept]
 
     @pytest.hookimpl
@@ -222,6 +240,12 @@ class GateSession:
             return
         self.runner.close()
         self.write_results()
+        self.unused = self.unused_baselines()
+        if self.unused and self.config.getoption("--qg-unused-baselines") == "fail" \
+                and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if getattr(self, "write_error", None) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR     # a green run whose record is lost is no pass
 
     def write_results(self) -> None:
         """Write the result set so far; called after each case and at the end, so a run that is
@@ -248,13 +272,23 @@ class GateSession:
             return
         tr.section("quantgate")
         if getattr(self, "write_error", None):
-            tr.write_line(self.write_error, red=True)
+            tr.write_line(self.write_error + (" (the last result set written before it is intact)"
+                                              if getattr(self, "written", False) else ""), red=True)
         if getattr(self, "written", False):
             text = (self.results_dir / "results.md").read_text()
             table = [line for line in text.splitlines() if line.startswith("|")]
             for line in table:
                 tr.write_line(line)
             tr.write_line(f"results: {self.results_dir} (results.json, results.md, images/)")
+        unused = getattr(self, "unused", [])
+        if unused:
+            failing = self.config.getoption("--qg-unused-baselines") == "fail"
+            tr.write_line(f"{len(unused)} unused baseline(s): no test of this run used them"
+                          + (" (fails the session: --qg-unused-baselines=fail)" if failing else "")
+                          + "; delete them, or bring back the prompt, seed or model they were made for:",
+                          red=failing, yellow=not failing)
+            for path in unused:
+                tr.write_line(f"  {path}")
 
     # -------------------------------------------------------------- the gateway tests use
     def _guard(self, case: Case, fn, *args):
@@ -283,6 +317,27 @@ class GateSession:
             return self._guard(case, self.runner.denoise)
         return self._guard(case, self.runner.call, "denoise")
 
+    def latency_ratio(self, case: Case) -> tuple[float, float, float]:
+        """(ratio, the case's ms per step, the reference's ms per step): median denoising calls of the
+        case over those of its BF16 reference, both timed in this session. One that no test timed
+        yet (a filtered run) is timed here, with the model's latency_rounds."""
+        from .results import latency_ratio
+
+        reference = self.reference_of(case)
+        rounds = case.model.latency_rounds or self.defaults()["latency_rounds"]
+        for which in (reference, case):
+            if not self.runner.record(which).denoise_s:
+                self.denoise(which, record=False)            # warm-up
+                for _ in range(rounds):
+                    self.denoise(which)
+        mine, ref = self.runner.record(case), self.runner.record(reference)
+        return latency_ratio(mine, ref), mine.step_ms(), ref.step_ms()
+
+    def release(self, case: Case):
+        """Close the case and say what it left behind (quantgate.leaks.Release; None if it never started)."""
+        self.data()
+        return self.runner.release(case)
+
     def expectation(self, case: Case):
         _, _, _, expectations = self.data()
         rec = self.record(case)
@@ -309,11 +364,29 @@ class GateSession:
         from .baselines import BaselineStore
 
         rec = self.record(case)
+        store = BaselineStore(self.baselines_dir)
+        png, meta = store.paths(case.model.name, rec.hardware, prompt.id, seed)
+        self.used_baselines.update((png, meta))          # used, even when it turns out to be unusable
         try:
-            return BaselineStore(self.baselines_dir).load(case.model, rec.hardware, prompt, seed, case.device,
-                                                          self.model_identity(case))
+            return store.load(case.model, rec.hardware, prompt, seed, case.device, self.model_identity(case))
         except BaselineError as exc:
             pytest.fail(str(exc), pytrace=False)
+
+    def unused_baselines(self) -> list[Path]:
+        """Baseline files no test used, in the folders this run used; and, when the run covers every
+        model of models.toml, folders of models that are not in it (as syrupy reports unused snapshots)."""
+        from .baselines import BaselineStore
+
+        folders = {p.parent for p in self.used_baselines}
+        unused = [p for folder in folders if folder.is_dir() for p in sorted(folder.iterdir())
+                  if p.is_file() and not p.name.startswith(".") and p not in self.used_baselines]
+        if self._data is not None and not self.config.getoption("--qg-model") and self.baselines_dir.is_dir():
+            models = self._data[0]
+            store = BaselineStore(self.baselines_dir)
+            for folder in sorted(self.baselines_dir.iterdir()):
+                if folder.is_dir() and not folder.name.startswith(".") and folder.name not in models:
+                    unused += [folder / hw for hw in store.hardware_classes(folder.name)]
+        return unused
 
     def save_image(self, case: Case, key: str, image) -> Path:
         from PIL import Image
@@ -322,6 +395,20 @@ class GateSession:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, mode="RGB").save(path, format="PNG")
         return path
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why results could not be written under `folder` (checked before any case runs), or None."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return "no folder of its path exists"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user"
+    return None
 
 
 def _cuda_available() -> bool:

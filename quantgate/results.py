@@ -27,7 +27,8 @@ class CaseRecord:
     backend: str
     device: str
     components: list[str]
-    status: str = "not run"        # ok | failed | crashed | timed out | known failure | import failed
+    status: str = "not run"        # ok | failed | crashed | timed out | out of memory | known failure |
+                                   # import failed | does not fit
     error: str | None = None
     hardware: str | None = None
     start_s: float | None = None   # starting the case's process
@@ -42,6 +43,7 @@ class CaseRecord:
     steps: int = 0
     environment: dict = field(default_factory=dict)
     tests: dict = field(default_factory=dict)         # test name -> passed | failed | skipped | xfailed | ...
+    release: dict = field(default_factory=dict)       # how its process ended, what it left (quantgate.leaks)
 
     @classmethod
     def for_case(cls, case: Case) -> "CaseRecord":
@@ -89,6 +91,21 @@ class CaseRecord:
         return min(values) if values else None
 
 
+def latency_ratio(record: CaseRecord, reference: CaseRecord | None) -> float | None:
+    """A case's median denoising step time over its reference's, measured in the same session."""
+    if reference is None:
+        return None
+    mine, theirs = record.step_ms(), reference.step_ms()
+    return mine / theirs if mine is not None and theirs else None
+
+
+def references_by_case(records: list[CaseRecord]) -> dict[str, CaseRecord]:
+    """Each case's reference record in the same result set (same model, device and hardware)."""
+    refs = {(r.model, r.device, r.hardware): r for r in records if r.backend == "none"}
+    return {r.case: refs[(r.model, r.device, r.hardware)] for r in records
+            if r.backend != "none" and (r.model, r.device, r.hardware) in refs}
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -133,16 +150,19 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
         "Weight bytes are real bytes of the quantized components (torchao/quanto tensor subclasses "
         "flattened, bitsandbytes state included); ratio is to the same components in BF16. SSIM and PSNR "
         "are the minimum over the model's prompts against the stored BF16 baselines. Step time is the "
-        "median denoising call (measured inside the case's process, device synchronized) over steps.",
+        "median denoising call (measured inside the case's process, device synchronized) over steps; "
+        "x BF16 step is that over the BF16 reference's, measured in the same session.",
         "",
-        "| case | tests | SSIM | PSNR dB | quantized weight bytes | ratio to BF16 | step ms | load s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | tests | SSIM | PSNR dB | quantized weight bytes | ratio to BF16 | step ms | x BF16 step | load s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    refs = references_by_case(records)
     for r in records:
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             r.case, r.verdict(), _fmt(r.min_similarity("ssim"), ".4f"), _fmt(r.min_similarity("psnr"), ".2f"),
             _fmt(r.judged_bytes(), ","),
-            _fmt(r.weight_ratio(), ".3f"), _fmt(r.step_ms(), ".1f"), _fmt(r.load_s, ".2f")))
+            _fmt(r.weight_ratio(), ".3f"), _fmt(r.step_ms(), ".1f"),
+            _fmt(latency_ratio(r, refs.get(r.case)), ".2f"), _fmt(r.load_s, ".2f")))
     gpu = [r for r in records if r.memory]
     if gpu:
         lines += [
@@ -177,11 +197,14 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
 
 def write_results(folder: Path, records: list[CaseRecord], environment: dict, started: str,
                   finished: str | None = None) -> Path:
+    from .locks import exclusive
+
     payload = {"started": started,
                "finished": finished or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "environment": environment, "cases": [asdict(r) for r in records]}
-    _atomic_write(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    _atomic_write(folder / "results.md", markdown(records, environment, started))
+    with exclusive(Path(folder) / ".results.lock", f"the result set in {folder}"):
+        _atomic_write(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        _atomic_write(folder / "results.md", markdown(records, environment, started))
     return folder
 
 

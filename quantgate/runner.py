@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseTimedOut, DoesNotFit, QuantgateError
+from .errors import (BackendImportError, CaseCrashed, CaseFailed, CaseOutOfMemory, CaseTimedOut, DoesNotFit,
+                     QuantgateError)
 from .isolation import open_case
 from .matrix import Case
 from .modelcache import model_dir
@@ -28,6 +29,8 @@ def _status_of(exc: Exception) -> str:
         return "crashed"
     if isinstance(exc, CaseTimedOut):
         return "timed out"
+    if isinstance(exc, CaseOutOfMemory):
+        return "out of memory"
     if isinstance(exc, BackendImportError):
         return "import failed"
     if isinstance(exc, DoesNotFit):
@@ -37,14 +40,17 @@ def _status_of(exc: Exception) -> str:
 
 class Runner:
     def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
-                 session_factory: str = DEFAULT_SESSION, on_case_closed=None, needed_of=None):
+                 session_factory: str = DEFAULT_SESSION, on_case_closed=None, needed_of=None,
+                 leak_tolerance: int = 64 * 2**20):
         self.cache_root = Path(cache_root)
         self.isolation = isolation
         self.session_factory = session_factory
         self.on_case_closed = on_case_closed      # called after each case's process is closed
         self.reference_of = reference_of        # case -> its reference case (None for a reference)
         self.needed_of = needed_of              # case -> GPU bytes it needs (None: unknown, not checked)
+        self.leak_tolerance = leak_tolerance
         self.records: dict[str, CaseRecord] = {}
+        self.releases: dict = {}                # case id -> quantgate.leaks.Release, once it is closed
         self._model_dirs: dict[str, Path] = {}
         self._failures: dict[str, Exception] = {}
         self._images: dict[str, dict] = {}
@@ -99,13 +105,16 @@ class Runner:
         try:
             folder = self.model_dir(case)              # a model build is not part of the case's time
             opened = time.perf_counter()
-            handle = open_case(case, folder, self.cache_root, self.isolation, self.session_factory)
+            handle = open_case(case, folder, self.cache_root, self.isolation, self.session_factory,
+                               self.leak_tolerance)
             rec.start_s = handle.start_s
             self._active = (case.id, handle, opened)
             needed = self.needed_of(case) if self.needed_of else None
             info = handle.call("load", *([needed] if needed else []))
         except Exception as exc:
             self.close_active(kill=True)
+            if getattr(exc, "release", None) is not None:      # open_case closed a process that never started
+                self.releases[case.id] = exc.release
             raise self._fail(case, exc) from exc
         rec.status = "ok"
         rec.load_s, rec.weights = info["load_s"], info["components"]
@@ -119,10 +128,12 @@ class Runner:
         handle = self.handle(case)
         try:
             return handle.call(method, *args)
-        except (CaseCrashed, CaseTimedOut) as exc:
+        except (CaseCrashed, CaseTimedOut, CaseOutOfMemory) as exc:
             _, _, opened = self._active
             self._active = None                      # its process is gone already
             self.record(case).wall_s = time.perf_counter() - opened
+            self.releases[case.id] = handle.close(kill=True)
+            self.record(case).release = self.releases[case.id].as_dict()
             raise self._fail(case, exc) from exc
         except CaseFailed as exc:
             if self._is_known_failure(case, exc):
@@ -148,10 +159,17 @@ class Runner:
         if self._active is not None:
             case_id, handle, opened = self._active
             self._active = None
-            handle.close(kill=kill)
+            self.releases[case_id] = handle.close(kill=kill)
+            self.records[case_id].release = self.releases[case_id].as_dict()
             self.records[case_id].wall_s = time.perf_counter() - opened
             if self.on_case_closed is not None:
                 self.on_case_closed()
+
+    def release(self, case: Case):
+        """Close the case if it is open, and say what it left behind (None: it never started)."""
+        if self._active is not None and self._active[0] == case.id:
+            self.close_active()
+        return self.releases.get(case.id)
 
     def close(self) -> None:
         self.close_active()

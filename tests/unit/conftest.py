@@ -40,10 +40,12 @@ def run_gate(pytester, shared_cache, tmp_path):
         for key, value in (env or {}).items():
             pytester._monkeypatch.setenv(key, value)
         results = tmp_path / f"results-{len(list(tmp_path.glob('results-*')))}"
+        run.results_dirs.append(results)
         return pytester.runpytest_subprocess(
             str(GATE_TESTS), "-p", "no:cacheprovider", "--benchmark-disable", "-m", "not gpu",
             "--qg-fixtures", str(fixtures or REPO / "fixtures"),
             "--qg-baselines", str(baselines or REPO / "baselines"),
             "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(results), *args)
 
+    run.results_dirs = []
     return run

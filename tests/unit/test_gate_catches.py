@@ -3,6 +3,9 @@ right message, and nothing else. Each test runs the gate itself in a subprocess 
 
 import hashlib
 import json
+import os
+import re
+import signal
 from dataclasses import replace
 
 import pytest
@@ -73,42 +76,150 @@ def test_backend_that_cannot_be_imported_fails_rather_than_skips(run_gate, tmp_p
     env = {"PYTHONPATH": str(tmp_path / "broken")}
     result = run_gate("--qg-config", "gguf-q8_0", env=env)
     outcomes = result.parseoutcomes()
-    assert outcomes.get("failed") == 5 and "skipped" not in outcomes, outcomes
+    assert outcomes.get("failed") == 6 and "skipped" not in outcomes, outcomes   # every test that needs it loaded
     result.stdout.fnmatch_lines(["*backend 'gguf' failed to import gguf: ImportError: planted*"])
 
     allowed = run_gate("--qg-config", "gguf-q8_0", "--qg-allow-missing-backends", env=env)
-    allowed.assert_outcomes(skipped=5)
+    allowed.assert_outcomes(skipped=6, passed=1)     # the case's process still closed clean
 
 
 PLANTED = '''
-import os, signal, time
+"""Sessions with a planted fault for some configurations (QG_PLANTED: config=fault,...)."""
+import os, signal, subprocess, time
+
+import torch
+
 from quantgate.run import CaseSession
+
+
+def fault_of(case):
+    planted = dict(item.split("=") for item in os.environ.get("QG_PLANTED", "").split(",") if item)
+    return planted.get(case.config.id)
+
 
 class Planted(CaseSession):
     def load(self, *args):
-        fault = {"quanto-int8": "segfault", "quanto-int4": "abort", "quanto-float8": "hang"}.get(self.case.config.id)
+        fault = fault_of(self.case)
         if fault == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
         if fault == "abort":
             os.abort()
         if fault == "hang":
             time.sleep(3600)
-        return super().load(*args)
+        if fault == "oom":
+            self.hoard = torch.ones(2 * 2**30, dtype=torch.uint8)     # 2 GiB
+        if fault == "orphan":        # a helper process that outlives the case
+            subprocess.Popen(["sleep", "120"], start_new_session=True)
+        info = super().load(*args)
+        if fault == "grow":          # 2 MiB more weights in the transformer
+            self.pipe.transformer.register_buffer("planted", torch.zeros(2**21, dtype=torch.uint8))
+            info["components"] = self.weights()
+        return info
+
+    def denoise(self):
+        seconds = super().denoise()
+        if fault_of(self.case) == "slow":       # three times as slow
+            time.sleep(2 * seconds)
+            seconds *= 3
+        return seconds
 '''
 
 
-def test_crash_abort_and_hang_each_fail_only_their_case(run_gate, fixtures_copy, tmp_path):
+@pytest.fixture
+def planted(tmp_path):
+    """run_gate arguments and environment that plant faults: planted("quanto-int8=segfault", ...)."""
     (tmp_path / "planted_sessions.py").write_text(PLANTED)
-    matrix = fixtures_copy / "matrix.toml"
-    text = matrix.read_text()
-    matrix.write_text(text.replace('settings = { weights_dtype = "float8" }',
-                                   'settings = { weights_dtype = "float8" }\ntimeout_s = 5'))
-    configs = [a for c in ("quanto-int8", "quanto-int4", "quanto-float8", "torchao-int8wo") for a in ("--qg-config", c)]
-    result = run_gate(*configs, "-k", "test_backend_imports", "--qg-case-session", "planted_sessions:Planted",
-                      fixtures=fixtures_copy, env={"PYTHONPATH": str(tmp_path)})
-    result.assert_outcomes(passed=1, failed=3)          # the case after the faults still runs
-    result.stdout.fnmatch_lines([
+
+    def env(*faults):
+        return {"PYTHONPATH": str(tmp_path), "QG_PLANTED": ",".join(faults)}
+
+    return env
+
+
+def _set_field(fixtures, config_id: str, line: str) -> None:
+    """Add `line` to the matrix entry `config_id`."""
+    path = fixtures / "matrix.toml"
+    text = path.read_text()
+    anchor = f'id = "{config_id}"\n'
+    assert anchor in text
+    path.write_text(text.replace(anchor, anchor + line + "\n", 1))
+
+
+SESSION = ("--qg-case-session", "planted_sessions:Planted")
+
+
+def _configs(*ids):
+    return [a for c in ids for a in ("--qg-config", c)]
+
+
+def test_crash_abort_hang_and_out_of_memory_each_fail_only_their_case(run_gate, fixtures_copy, planted):
+    _set_field(fixtures_copy, "quanto-float8", "timeout_s = 5")
+    _set_field(fixtures_copy, "torchao-float8wo", "memory_limit_gib = 1")
+    configs = _configs("torchao-float8wo", "quanto-int8", "quanto-int4", "quanto-float8", "gguf-q8_0")
+    result = run_gate(*configs, "-k", "test_backend_imports or test_weight_bytes", *SESSION, fixtures=fixtures_copy,
+                      env=planted("quanto-int8=segfault", "quanto-int4=abort", "quanto-float8=hang",
+                                  "torchao-float8wo=oom"))
+    result.assert_outcomes(passed=2, failed=8)   # the faulty cases' tests fail; the case after them passes
+    result.stdout.fnmatch_lines([        # in matrix order
+        "*tiny-flux-torchao-float8wo-cpu: load: out of memory on cpu: asked for 2.00 GiB; limit 1.00 GiB "
+        "(memory_limit_gib); * available of * on the host*",
         "*tiny-flux-quanto-int8-cpu: the case's process was killed by SIGSEGV during 'load' (backend quanto)*",
         "*tiny-flux-quanto-int4-cpu: the case's process was killed by SIGABRT during 'load' (backend quanto)*",
-        "*tiny-flux-quanto-float8-cpu: 'load' exceeded the case's budget of 5 s*",
+        "*tiny-flux-quanto-float8-cpu: exceeded the case's budget of 5 s (timeout_s in matrix.toml) during 'load'*",
     ])
+    records = {r["case"]: r for r in json.loads((run_gate.results_dirs[-1] / "results.json").read_text())["cases"]}
+    assert records["tiny-flux-quanto-int8-cpu"]["status"] == "crashed"
+    assert records["tiny-flux-quanto-float8-cpu"]["status"] == "timed out"
+    assert records["tiny-flux-torchao-float8wo-cpu"]["status"] == "out of memory"
+    after = records["tiny-flux-gguf-q8_0-cpu"]
+    assert after["status"] == "ok"
+    clean = {r["case"]: r for r in json.loads((REPO / "results" / "tiny-flux-cpu-x86_64.json").read_text())["cases"]}
+    assert after["weights"] == clean["tiny-flux-gguf-q8_0-cpu"]["weights"]    # as in a clean run
+
+
+def test_a_process_left_running_by_a_case_fails_that_case(run_gate, planted):
+    result = run_gate(*_configs("quanto-int8"), "-k", "test_backend_imports or test_case_leaves", *SESSION,
+                      env=planted("quanto-int8=orphan"))
+    pids = {int(p) for p in re.findall(r"still run after its own process ended: pid (\d+)", result.stdout.str())}
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    result.assert_outcomes(passed=1, failed=1)                # quanto-int8 loaded, but left a process behind
+    result.stdout.fnmatch_lines(["*tiny-flux-quanto-int8-cpu left something behind when it closed:*",
+                                 "*1 process(es) it started still run after its own process ended: pid *"])
+    assert len(pids) == 1
+
+
+def test_planted_memory_growth_fails_the_weight_ceiling(run_gate, planted):
+    result = run_gate(*_configs("quanto-int8"), "-k", "test_weight_bytes or test_quantization_takes", *SESSION,
+                      env=planted("quanto-int8=grow"))
+    result.assert_outcomes(passed=1, failed=1)   # still quantized, but over its ceiling
+    result.stdout.fnmatch_lines(["*memory grew: transformer holds * bytes, over the ceiling of * (+*%)*"])
+
+
+def test_planted_slowdown_fails_the_latency_ratio(run_gate, planted):
+    result = run_gate(*_configs("quanto-int8"), "-k", "latency", *SESSION, env=planted("quanto-int8=slow"))
+    result.assert_outcomes(passed=1, failed=1)   # timed (and recorded), but its ratio to BF16 fails
+    result.stdout.fnmatch_lines(["*denoising slowed down: * ms per step is *x BF16's * ms in this session, "
+                                 "over the ceiling of *x*"])
+
+
+def test_an_unchanged_stack_passes_three_times_in_a_row(run_gate):
+    configs = _configs("bf16", "torchao-int8wo", "quanto-int8", "gguf-q8_0")
+    for attempt in range(3):
+        result = run_gate(*configs, "--benchmark-enable")
+        outcomes = result.parseoutcomes()
+        assert result.ret == 0 and set(outcomes) - {"deselected"} == {"passed"}, \
+            (attempt, outcomes, result.stdout.str()[-3000:])
+        assert outcomes["passed"] == 3 * 7 + 5        # every test of the three cases and of bf16
+
+
+def test_latency_records_survive_process_isolation(run_gate, tmp_path):
+    """pytest-benchmark runs in the pytest process and times a call into the case's process: its
+    records are kept (pytest-xdist, by contrast, switches pytest-benchmark off)."""
+    out = tmp_path / "bench.json"
+    run_gate(*_configs("quanto-int8"), "-k", "test_denoise_latency", "--benchmark-enable",
+             f"--benchmark-json={out}").assert_outcomes(passed=1)
+    bench = {b["name"]: b for b in json.loads(out.read_text())["benchmarks"]}
+    timed = bench["test_denoise_latency[tiny-flux-quanto-int8-cpu]"]
+    assert timed["stats"]["rounds"] == 5 and timed["stats"]["median"] > 0
+    assert timed["extra_info"]["case"] == "tiny-flux-quanto-int8-cpu"
