@@ -43,6 +43,8 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise DataFileError(path, None, None, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataFileError(path, None, None, f"not UTF-8 text, so not TOML ({exc.reason} at byte {exc.start})") from None
 
 
 def _is_kind(value: Any, kind: type) -> bool:

@@ -42,7 +42,8 @@ def test_truncated_weight_file_is_rebuilt(tiny, tmp_path):
 
 def test_no_temporary_folders_are_left(tiny, tmp_path):
     ensure_synthetic(tiny, tmp_path)
-    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".")] == []
+    # only the build's lock file (kept: removing lock files races with their next user)
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".") and p.suffix != ".lock"] == []
 
 
 def test_changed_config_gets_its_own_folder(tiny, tmp_path):
