@@ -5,6 +5,8 @@ merge result sets.
   quantgate regen-baselines --model NAME [--device cpu|cuda]
   quantgate propose-expectations RESULTS.json [RESULTS.json ...] [--ssim-margin ...]
   quantgate merge-results OUT_DIR RESULTS.json [RESULTS.json ...]
+  quantgate compare BASE CANDIDATE [--thresholds fixtures/compare.toml] [--markdown OUT.md]
+  quantgate candidate-lock NAME==VERSION [...] [--base constraints/current.txt] [--out constraints/candidate.txt]
   quantgate reference-table RESULTS.json [--reference fixtures/reference/blog-flux-dev-h100.toml]
 """
 
@@ -168,6 +170,30 @@ def cmd_reference_table(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """Exit 0 when no threshold is crossed, 1 on a regression (2 on bad input)."""
+    from .compare import compare_runs, load_run, load_thresholds, markdown
+
+    thresholds = load_thresholds(Path(args.thresholds) if args.thresholds else None)
+    base, cand = load_run(Path(args.base)), load_run(Path(args.candidate))
+    findings = compare_runs(base, cand, thresholds)
+    text = markdown(base, cand, thresholds, findings)
+    if args.markdown:
+        from .results import _atomic_write
+
+        _atomic_write(Path(args.markdown), text)
+    print(text, end="")
+    return 1 if any(f.regression for f in findings) else 0
+
+
+def cmd_candidate_lock(args) -> int:
+    from .locks_files import candidate_lock
+
+    out = candidate_lock(Path(args.base), args.packages, Path(args.out))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_merge_results(args) -> int:
     from .merge import merge_results
 
@@ -212,6 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default="fixtures/reference/blog-flux-dev-h100.toml",
                    help="the published figures (default: the diffusers quantization blog's FLUX.1-dev table)")
     p.set_defaults(func=cmd_reference_table)
+    p = sub.add_parser("compare", help="compare a candidate's result set with a base's (a version bump); "
+                       "exit 1 on a regression")
+    p.add_argument("base", help="base results: a results.json, its folder, or a --qg-run-name folder (its latest run)")
+    p.add_argument("candidate", help="candidate results, the same forms")
+    p.add_argument("--thresholds", default=None,
+                   help="a TOML file with a [thresholds] table (see fixtures/compare.toml; default: its defaults)")
+    p.add_argument("--markdown", help="also write the report to this file (e.g. $GITHUB_STEP_SUMMARY's content)")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("candidate-lock", help="write a candidate lock: the current lock with some packages at "
+                       "other versions")
+    p.add_argument("packages", nargs="+", help="NAME==VERSION for each package that differs")
+    p.add_argument("--base", default="constraints/current.txt", help="the current lock (default: %(default)s)")
+    p.add_argument("--out", default="constraints/candidate.txt", help="where to write it (default: %(default)s)")
+    p.set_defaults(func=cmd_candidate_lock)
     p = sub.add_parser("merge-results", help="merge result sets of one matrix run in parts into one")
     p.add_argument("out", help="a new folder for the merged results.json and results.md")
     p.add_argument("results", nargs="+", help="the parts' results.json files")

@@ -6,7 +6,9 @@ Cases are forked from a fork server that has already imported torch, diffusers a
 (quantgate.worker), so a case costs a fork, not an interpreter start. A process forked after CUDA
 was initialised cannot use CUDA, so the server imports no backend and no pipeline class
 (bitsandbytes and torchao initialise CUDA on import, and diffusers' pipelines import them) and runs with PYTORCH_NVML_BASED_CUDA_CHECK=1 (otherwise
-torch.cuda.is_available() initialises the driver). Measured on an H100: a CUDA case's process is
+torch.cuda.is_available() initialises the driver). Where no CUDA device is visible, the server also
+imports diffusers' pipelines and the backends (quantgate.preload), which saves each CPU case their
+imports. Measured on an H100: a CUDA case's process is
 ready in 8.4 s forked against 18.9 s spawned (results/cuda-case-start-cuda-sm90.json). Should a
 forked CUDA case still fail to start, it is started again in a fresh interpreter (spawn), and every
 later CUDA case of the session is spawned.
@@ -42,9 +44,19 @@ def _context(device: str):
     if _fork_server is None:
         os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")   # inherited by the server
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["quantgate.worker"])
+        ctx.set_forkserver_preload(["quantgate.worker"] + ([] if _cuda_visible() else ["quantgate.preload"]))
         _fork_server = ctx
     return _fork_server
+
+
+def _cuda_visible() -> bool:
+    """Whether a CUDA device is visible, asked without initialising CUDA here (NVML-based check)."""
+    import torch
+
+    try:
+        return torch.cuda.is_available()
+    except Exception:
+        return False
 
 
 def _remote_failure(case: Case, method: str, kind: str, message: str, tb: str) -> Exception:

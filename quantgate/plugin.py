@@ -9,6 +9,7 @@ and for `qg`, the session's gateway to loading, measuring and judging a case.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def pytest_addoption(parser):
                     help="run each case in its own process (default) or in the pytest process")
     group.addoption("--qg-case-session", help="'module:Class' that loads and measures a case in its process: "
                     "quantgate.run:CaseSession (default) or a subclass, for pipelines of your own")
+    group.addoption("--qg-run-name", help="save results under .quantgate/runs/NAME/<time>-<pid>, and point "
+                    ".quantgate/runs/NAME/latest at them (for `quantgate compare`: the current lock, a candidate)")
     group.addoption("--qg-unused-baselines", choices=("report", "fail"), default="report",
                     help="baselines that no test of the run used, in the folders it used (and baseline folders of "
                     "models that no longer exist, when no --qg-model narrows the run): list them (report, "
@@ -57,6 +60,8 @@ def pytest_addoption(parser):
                     help="skip, rather than fail, cases whose backend cannot be imported")
     parser.addini("qg_fixtures", "quantgate fixtures folder", default="fixtures")
     parser.addini("qg_baselines", "quantgate baselines folder", default="baselines")
+    parser.addini("qg_benchmark_per_class", "keep pytest-benchmark's storage per hardware class "
+                  "(<storage>/<class>/...), so --benchmark-compare compares like with like", type="bool", default=False)
 
 
 def pytest_configure(config):
@@ -65,7 +70,22 @@ def pytest_configure(config):
     config.addinivalue_line("markers", f"{AFTER_CASE}: runs after every other test of its case (closes the case)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")       # no hub at test time, in every case process
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if config.getini("qg_benchmark_per_class"):
+        from .benchmarking import storage_per_class
+
+        storage_per_class(config)          # before pytest-benchmark's own configure (trylast) reads it
     config.pluginmanager.register(GateSession(config), "quantgate-session")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """GPU, driver, CUDA, hardware class and library versions in pytest-benchmark's machine_info
+    (read in the case processes, so the pytest process never touches CUDA)."""
+    gate = config.pluginmanager.get_plugin("quantgate-session")
+    env = gate.environment_of_cases() if gate is not None else None
+    if env:
+        machine_info["quantgate"] = {k: env.get(k) for k in ("hardware", "gpu", "driver", "cuda", "cpu", "cores",
+                                                               "packages")}
 
 
 def _path(config, option: str, ini: str) -> Path:
@@ -88,6 +108,14 @@ class GateSession:
         self.allow_missing = config.getoption("--qg-allow-missing-backends")
         self.started = datetime.now(timezone.utc)
         results = config.getoption("--qg-results-dir")
+        self.run_folder = None
+        run_name = config.getoption("--qg-run-name")
+        if run_name:
+            if results:
+                raise pytest.UsageError("give --qg-run-name or --qg-results-dir, not both")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
+                raise pytest.UsageError(f"--qg-run-name {run_name!r}: use letters, digits, '.', '_' and '-'")
+            self.run_folder = config.rootpath / ".quantgate" / "runs" / run_name
         if results:
             self.results_dir = Path(results).expanduser().resolve()
             if (self.results_dir / "results.json").exists():
@@ -95,7 +123,8 @@ class GateSession:
                                         "choose a new folder (results are never overwritten)")
         else:
             stamp = self.started.strftime("%Y%m%d-%H%M%S")
-            self.results_dir = config.rootpath / ".quantgate" / "results" / f"{stamp}-{os.getpid()}"
+            parent = self.run_folder or config.rootpath / ".quantgate" / "results"
+            self.results_dir = parent / f"{stamp}-{os.getpid()}"
         problem = _unwritable(self.results_dir)
         if problem:
             raise pytest.UsageError(f"cannot write results to {self.results_dir}: {problem}; choose a writable "
@@ -229,6 +258,27 @@ class GateSession:
             self.runner.record(case).tests[name] = outcome
 
     # -------------------------------------------------------------- session end
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_benchmark_json(self, session, exitstatus):
+        """pytest-benchmark's JSON (every timed call, machine_info) beside results.json, unless the
+        user sends it elsewhere with --benchmark-json: `quantgate compare` reads latency from it."""
+        bs = getattr(self.config, "_benchmarksession", None)
+        if (bs is not None and self.runner is not None and self.runner.records and not bs.disabled
+                and bs.json is None and bs.benchmarks):
+            try:
+                self.results_dir.mkdir(parents=True, exist_ok=True)
+                bs.json = open(self.results_dir / "benchmark.json", "wb")
+            except OSError as exc:
+                self.write_error = f"could not write {self.results_dir / 'benchmark.json'}: {exc}"
+        yield
+
+    def environment_of_cases(self) -> dict | None:
+        """The environment the case processes measured in (a CUDA case's, where there is one)."""
+        if self.runner is None:
+            return None
+        envs = [r.environment for r in self.runner.records.values() if r.environment]
+        return next((e for e in envs if e.get("gpu")), envs[0] if envs else None)
+
     @pytest.hookimpl
     def pytest_sessionfinish(self, session, exitstatus):
         markexpr = self.config.getoption("markexpr", "") or ""
@@ -240,6 +290,10 @@ class GateSession:
             return
         self.runner.close()
         self.write_results()
+        if self.run_folder is not None and getattr(self, "written", False):
+            from .results import _atomic_write
+
+            _atomic_write(self.run_folder / "latest", self.results_dir.name + "\n")
         self.unused = self.unused_baselines()
         if self.unused and self.config.getoption("--qg-unused-baselines") == "fail" \
                 and session.exitstatus == pytest.ExitCode.OK:

@@ -49,3 +49,67 @@ def run_gate(pytester, shared_cache, tmp_path):
 
     run.results_dirs = []
     return run
+
+
+PLANTED = '''
+"""Sessions with planted faults for some configurations (QG_PLANTED: config=fault+fault,...)."""
+import os, signal, subprocess, time
+
+import torch
+
+from quantgate.run import CaseSession
+
+
+def faults_of(case):
+    planted = dict(item.split("=") for item in os.environ.get("QG_PLANTED", "").split(",") if item)
+    return set(planted.get(case.config.id, "").split("+"))
+
+
+class Planted(CaseSession):
+    def load(self, *args):
+        fault = faults_of(self.case)
+        if "segfault" in fault:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if "abort" in fault:
+            os.abort()
+        if "hang" in fault:
+            time.sleep(3600)
+        if "oom" in fault:
+            self.hoard = torch.ones(2 * 2**30, dtype=torch.uint8)     # 2 GiB
+        if "orphan" in fault:        # a helper process that outlives the case
+            subprocess.Popen(["sleep", "120"], start_new_session=True)
+        info = super().load(*args)
+        if "grow" in fault:          # 2 MiB more weights in the transformer
+            self.pipe.transformer.register_buffer("planted", torch.zeros(2**21, dtype=torch.uint8))
+            info["components"] = self.weights()
+        return info
+
+    def denoise(self):
+        seconds = super().denoise()
+        if "slow" in faults_of(self.case):       # three times as slow
+            time.sleep(2 * seconds)
+            seconds *= 3
+        return seconds
+
+    def generate(self):
+        out = super().generate()
+        if "drift" in faults_of(self.case):      # images drift: noise of 8 grey levels
+            import numpy as np
+
+            noise = np.random.default_rng(0)
+            out["images"] = {k: np.clip(v.astype(int) + noise.integers(-8, 9, v.shape), 0, 255).astype(np.uint8)
+                             for k, v in out["images"].items()}
+        return out
+'''
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """The environment that plants faults, for run_gate: planted("quanto-int8=segfault", ...), used with
+    --qg-case-session planted_sessions:Planted."""
+    (tmp_path / "planted_sessions.py").write_text(PLANTED)
+
+    def env(*faults):
+        return {"PYTHONPATH": str(tmp_path), "QG_PLANTED": ",".join(faults)}
+
+    return env

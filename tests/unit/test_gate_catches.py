@@ -83,59 +83,6 @@ def test_backend_that_cannot_be_imported_fails_rather_than_skips(run_gate, tmp_p
     allowed.assert_outcomes(skipped=6, passed=1)     # the case's process still closed clean
 
 
-PLANTED = '''
-"""Sessions with a planted fault for some configurations (QG_PLANTED: config=fault,...)."""
-import os, signal, subprocess, time
-
-import torch
-
-from quantgate.run import CaseSession
-
-
-def fault_of(case):
-    planted = dict(item.split("=") for item in os.environ.get("QG_PLANTED", "").split(",") if item)
-    return planted.get(case.config.id)
-
-
-class Planted(CaseSession):
-    def load(self, *args):
-        fault = fault_of(self.case)
-        if fault == "segfault":
-            os.kill(os.getpid(), signal.SIGSEGV)
-        if fault == "abort":
-            os.abort()
-        if fault == "hang":
-            time.sleep(3600)
-        if fault == "oom":
-            self.hoard = torch.ones(2 * 2**30, dtype=torch.uint8)     # 2 GiB
-        if fault == "orphan":        # a helper process that outlives the case
-            subprocess.Popen(["sleep", "120"], start_new_session=True)
-        info = super().load(*args)
-        if fault == "grow":          # 2 MiB more weights in the transformer
-            self.pipe.transformer.register_buffer("planted", torch.zeros(2**21, dtype=torch.uint8))
-            info["components"] = self.weights()
-        return info
-
-    def denoise(self):
-        seconds = super().denoise()
-        if fault_of(self.case) == "slow":       # three times as slow
-            time.sleep(2 * seconds)
-            seconds *= 3
-        return seconds
-'''
-
-
-@pytest.fixture
-def planted(tmp_path):
-    """run_gate arguments and environment that plant faults: planted("quanto-int8=segfault", ...)."""
-    (tmp_path / "planted_sessions.py").write_text(PLANTED)
-
-    def env(*faults):
-        return {"PYTHONPATH": str(tmp_path), "QG_PLANTED": ",".join(faults)}
-
-    return env
-
-
 def _set_field(fixtures, config_id: str, line: str) -> None:
     """Add `line` to the matrix entry `config_id`."""
     path = fixtures / "matrix.toml"

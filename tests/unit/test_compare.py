@@ -1,0 +1,158 @@
+"""`quantgate compare BASE CANDIDATE`: a version bump gets a yes or a no, with the evidence.
+
+Three real runs of the gate's CPU tier (bf16, torchao int8, quanto int8; pytest-benchmark on): a
+base, an unchanged candidate, and a candidate with planted regressions (torchao int8 holds 2 MiB
+more weights; quanto int8 denoises three times as slowly and its images drift).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from quantgate.cli import main
+from quantgate.compare import CompareError, compare_runs, load_run, load_thresholds
+
+from .conftest import GATE_TESTS, PLANTED, REPO
+
+CONFIGS = ("bf16", "torchao-int8wo", "quanto-int8")
+# On 2-core CI runners a configuration's step time moved by up to 16% between runs on one machine
+# (results/latency-ratio-cpu-x86_64.md); these tests judge a 3x slowdown, so latency may move 50%.
+CPU_RUNNER = "[thresholds]\nlatency_growth_max = 0.5\n"
+
+
+def _gate(out, cache, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", "not gpu",
+            "--qg-cache-dir", str(cache), "--qg-results-dir", str(out), "--benchmark-enable",
+            "--benchmark-autosave", f"--benchmark-storage=file://{out.parent / 'storage'}"]
+    for c in CONFIGS:
+        args += ["--qg-config", c]
+    if env_extra:
+        args += ["--qg-case-session", "planted_sessions:Planted"]
+    subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert (out / "results.json").is_file() and (out / "benchmark.json").is_file(), out
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shared_cache):
+    root = tmp_path_factory.mktemp("compare")
+    (root / "planted_sessions.py").write_text(PLANTED)
+    thresholds = root / "cpu-runner.toml"
+    thresholds.write_text(CPU_RUNNER)
+    planted = {"PYTHONPATH": str(root), "QG_PLANTED": "torchao-int8wo=grow,quanto-int8=slow+drift"}
+    return {"base": _gate(root / "base", shared_cache), "same": _gate(root / "same", shared_cache),
+            "planted": _gate(root / "planted", shared_cache, planted), "thresholds": thresholds}
+
+
+def _compare(runs, candidate, *extra, capsys):
+    code = main(["compare", str(runs["base"]), str(candidate), "--thresholds", str(runs["thresholds"]), *extra])
+    return code, capsys.readouterr().out
+
+
+def test_an_unchanged_candidate_passes(runs, capsys):
+    code, report = _compare(runs, runs["same"], capsys=capsys)
+    assert code == 0, report
+    assert report.startswith("# quantgate compare: **no regression**")
+    assert "packages changed: none" in report
+    assert "pytest-benchmark" in report              # latency from pytest-benchmark's saved data
+
+
+def test_planted_memory_growth_slowdown_and_image_drift_each_fail(runs, capsys):
+    code, report = _compare(runs, runs["planted"], capsys=capsys)
+    assert code == 1
+    assert report.startswith("# quantgate compare: **REGRESSION**")
+    regressions = report.split("## Regressions")[1].split("## ")[0]
+    assert "| tiny-flux-torchao-int8wo-cpu | memory | weight bytes grew more than 2% |" in regressions
+    assert "| tiny-flux-quanto-int8-cpu | latency | median denoising call (absolute) slower by more than 50% |" \
+        in regressions
+    assert "| tiny-flux-quanto-int8-cpu | ssim | lowest SSIM fell by more than 0.005 |" in regressions
+    assert "| tiny-flux-quanto-int8-cpu | new failure | test_quantized_image_close_to_bf16_baseline failed |" \
+        in regressions
+    assert "tiny-flux-bf16-cpu |" not in regressions          # the reference did not move
+
+
+def test_the_report_can_be_written_for_a_job_summary(runs, tmp_path, capsys):
+    out = tmp_path / "summary.md"
+    code, report = _compare(runs, runs["planted"], "--markdown", str(out), capsys=capsys)
+    assert code == 1 and out.read_text() == report
+
+
+def test_a_configuration_that_vanished_is_a_regression(runs, tmp_path, capsys):
+    data = json.loads((runs["same"] / "results.json").read_text())
+    data["cases"] = [c for c in data["cases"] if c["config"] != "quanto-int8"]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    code, report = _compare(runs, tmp_path, capsys=capsys)
+    assert code == 1
+    assert "| tiny-flux-quanto-int8-cpu | vanished | ran in the base, not in the candidate |" in report
+
+
+def test_latency_can_be_judged_as_a_ratio_to_bf16(runs, tmp_path):
+    th = tmp_path / "ratio.toml"
+    th.write_text('[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.5\n')
+    findings = compare_runs(load_run(runs["base"]), load_run(runs["planted"]), load_thresholds(th))
+    latency = [f for f in findings if f.what == "latency"]
+    assert [f.case for f in latency] == ["tiny-flux-quanto-int8-cpu"] and latency[0].base.endswith("x BF16")
+
+
+def test_results_of_another_hardware_class_are_refused(runs, tmp_path):
+    data = json.loads((runs["same"] / "results.json").read_text())
+    data["environment"]["hardware"] = "cuda-sm90"
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(CompareError, match="ran on cpu-x86_64 and .* on cuda-sm90: .* not comparable"):
+        compare_runs(load_run(runs["base"]), load_run(tmp_path), load_thresholds(None))
+
+
+def test_a_run_folder_resolves_to_its_latest_results(runs, tmp_path):
+    (tmp_path / "latest").write_text(f"{runs['same']}\n")
+    assert load_run(tmp_path).path == runs["same"] / "results.json"
+
+
+def test_bad_thresholds_and_missing_results_are_named(tmp_path, capsys):
+    bad = tmp_path / "t.toml"
+    bad.write_text('[thresholds]\nlatency_basis = "mean"\n')
+    assert main(["compare", str(tmp_path), str(tmp_path), "--thresholds", str(bad)]) == 2
+    assert "field 'latency_basis': unknown value 'mean'" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "nothing"), str(tmp_path)]) == 2
+    assert "no result set there" in capsys.readouterr().err
+
+
+def test_the_shipped_thresholds_are_valid():
+    th = load_thresholds(REPO / "fixtures" / "compare.toml")
+    assert th["memory_growth_max"] == 0.02 and th["latency_growth_max"] == 0.10 and th["ssim_drop_max"] == 0.005
+
+
+def test_a_candidate_lock_moves_only_the_named_packages(tmp_path, capsys):
+    out = tmp_path / "candidate.txt"
+    assert main(["candidate-lock", "torchao==0.17.0", "optimum_quanto==0.2.6", "--base",
+                 str(REPO / "constraints" / "current.txt"), "--out", str(out)]) == 0
+    current = (REPO / "constraints" / "current.txt").read_text().splitlines()
+    lines = out.read_text().splitlines()
+    assert lines[0] == ("# Candidate lock: " + str(REPO / "constraints" / "current.txt")
+                        + " with torchao 0.18.0 -> 0.17.0, optimum-quanto 0.2.7 -> 0.2.6")
+    changed = {a: b for a, b in zip(current, lines[2:]) if a != b}
+    assert changed == {"torchao==0.18.0": "torchao==0.17.0", "optimum-quanto==0.2.7": "optimum-quanto==0.2.6"}
+
+
+def test_a_candidate_lock_refuses_unknown_packages_and_the_current_lock_as_output(tmp_path, capsys):
+    current = REPO / "constraints" / "current.txt"
+    assert main(["candidate-lock", "torchaoo==1.0", "--base", str(current), "--out", str(tmp_path / "c.txt")]) == 2
+    assert "torchaoo not in" in capsys.readouterr().err
+    before = current.read_text()
+    assert main(["candidate-lock", "torchao==0.17.0", "--base", str(current), "--out", str(current)]) == 2
+    assert "would overwrite the current lock" in capsys.readouterr().err
+    assert current.read_text() == before
+
+
+def test_benchmark_data_is_stored_per_hardware_class_with_the_environment(runs):
+    """pytest-benchmark's storage gets the hardware class (qg_benchmark_per_class in pyproject), and its
+    machine_info carries the environment the cases measured in."""
+    saved = sorted((runs["base"].parent / "storage" / "cpu-x86_64").glob("*/0001_*.json"))
+    assert len(saved) == 1, list((runs["base"].parent / "storage").rglob("*.json"))
+    info = json.loads(saved[0].read_text())["machine_info"]["quantgate"]
+    assert info["hardware"] == "cpu-x86_64" and info["packages"]["diffusers"]
+    beside = json.loads((runs["base"] / "benchmark.json").read_text())
+    assert {b["extra_info"]["case"] for b in beside["benchmarks"]} == {f"tiny-flux-{c}-cpu" for c in CONFIGS}
