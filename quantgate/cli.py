@@ -6,6 +6,7 @@ merge result sets.
   quantgate propose-expectations RESULTS.json [RESULTS.json ...] [--ssim-margin ...]
   quantgate merge-results OUT_DIR RESULTS.json [RESULTS.json ...]
   quantgate compare BASE CANDIDATE [--thresholds fixtures/compare.toml] [--markdown OUT.md]
+  quantgate report RESULTS [--base BASE] [--previous PREVIOUS] [--out report.html]
   quantgate candidate-lock NAME==VERSION [...] [--base constraints/current.txt] [--out constraints/candidate.txt]
   quantgate reference-table RESULTS.json [--reference fixtures/reference/blog-flux-dev-h100.toml]
 """
@@ -61,15 +62,25 @@ def cmd_regen_baselines(args) -> int:
     configs = load_matrix(Path(args.fixtures), models)
     reference = reference_config(configs)
     store = BaselineStore(Path(args.baselines))
+    from tqdm.auto import tqdm
+
     runner = Runner(_cache_root(args), args.isolation)
     try:
         for spec in models.values():
             case = Case(spec, reference, args.device)
-            images = runner.images(case)
-            record = runner.record(case)
-            folder = store.write_set(spec, reference, record.hardware, images, record.environment,
-                                     identity(spec, runner.model_dir(case)))
-            print(f"{spec.name}: {len(images)} baseline(s) from '{reference.id}' written to {folder}")
+            with tqdm(total=3, desc=f"baselines of {spec.name}", unit="step") as bar:
+                bar.set_postfix_str("building or finding the model")
+                folder = runner.model_dir(case)
+                bar.update()
+                bar.set_postfix_str(f"loading '{reference.id}' and making {len(spec.images())} image(s)")
+                images = runner.images(case)
+                bar.update()
+                record = runner.record(case)
+                bar.set_postfix_str("writing the set")
+                written = store.write_set(spec, reference, record.hardware, images, record.environment,
+                                          identity(spec, folder))
+                bar.update()
+            print(f"{spec.name}: {len(images)} baseline(s) from '{reference.id}' written to {written}")
     finally:
         runner.close()
     return 0
@@ -186,6 +197,18 @@ def cmd_compare(args) -> int:
     return 1 if any(f.regression for f in findings) else 0
 
 
+def cmd_report(args) -> int:
+    from .compare import resolve
+    from .report import write
+
+    results = resolve(Path(args.results))
+    out = Path(args.out) if args.out else results.parent / "report.html"
+    write(results, out, Path(args.baselines), Path(args.fixtures),
+          resolve(Path(args.base)) if args.base else None, resolve(Path(args.previous)) if args.previous else None)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_candidate_lock(args) -> int:
     from .locks_files import candidate_lock
 
@@ -246,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="a TOML file with a [thresholds] table (see fixtures/compare.toml; default: its defaults)")
     p.add_argument("--markdown", help="also write the report to this file (e.g. $GITHUB_STEP_SUMMARY's content)")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("report", help="one self-contained HTML report of a result set")
+    p.add_argument("results", help="a results.json, its folder, or a --qg-run-name folder")
+    p.add_argument("--out", help="the HTML file (default: report.html beside results.json)")
+    p.add_argument("--base", help="a base result set (a version bump): its figures beside each case's")
+    p.add_argument("--previous", help="a previous run: step times against it")
+    p.add_argument("--baselines", default="baselines", help="baseline folder (default: ./baselines)")
+    p.add_argument("--fixtures", default="fixtures", help="fixtures folder, for the ceilings (default: ./fixtures)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("candidate-lock", help="write a candidate lock: the current lock with some packages at "
                        "other versions")
     p.add_argument("packages", nargs="+", help="NAME==VERSION for each package that differs")

@@ -1,17 +1,20 @@
 """Where a case runs: in a process of its own (default) or inline, behind one interface.
 
 A backend that segfaults, aborts or hangs ends only its own case's process: the parent sees the
-pipe close (or the budget pass), names the signal and the backend, and the session goes on.
+pipe close (or the case's time budget pass), names the signal and the backend, and the session goes
+on. An out-of-memory error closes the case's process at once. Closing a case checks what it left
+behind (quantgate.leaks).
+
 Cases are forked from a fork server that has already imported torch, diffusers and transformers
 (quantgate.worker), so a case costs a fork, not an interpreter start. A process forked after CUDA
-was initialised cannot use CUDA, so the server imports no backend and no pipeline class
-(bitsandbytes and torchao initialise CUDA on import, and diffusers' pipelines import them) and runs with PYTORCH_NVML_BASED_CUDA_CHECK=1 (otherwise
-torch.cuda.is_available() initialises the driver). Where no CUDA device is visible, the server also
-imports diffusers' pipelines and the backends (quantgate.preload), which saves each CPU case their
-imports. Measured on an H100: a CUDA case's process is
-ready in 8.4 s forked against 18.9 s spawned (results/cuda-case-start-cuda-sm90.json). Should a
-forked CUDA case still fail to start, it is started again in a fresh interpreter (spawn), and every
-later CUDA case of the session is spawned.
+was initialised cannot use CUDA, so where a CUDA device is visible the server imports no backend and
+no pipeline class (bitsandbytes and torchao initialise CUDA on import, and diffusers' pipelines
+import them), and it runs with PYTORCH_NVML_BASED_CUDA_CHECK=1 (otherwise torch.cuda.is_available()
+initialises the driver). Where none is visible, the server also imports diffusers' pipelines and the
+backends (quantgate.preload), which saves each CPU case about 3 s of imports. Measured on an H100: a
+CUDA case's process is ready in 8.4 s forked against 18.9 s spawned
+(results/cuda-case-start-cuda-sm90.json). Should a forked CUDA case still fail to start, it is
+started again in a fresh interpreter (spawn), and every later CUDA case of the session is spawned.
 """
 
 from __future__ import annotations

@@ -49,3 +49,15 @@ def compare(reference: np.ndarray, image: np.ndarray) -> Similarity:
     else:
         psnr = peak_signal_noise_ratio(ref, img, data_range=255.0)
     return Similarity(float(ssim), float(psnr))
+
+
+def ssim_map(reference: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The local SSIM of `image` against `reference` (the same windows as `compare`), averaged over
+    the RGB channels: a (height, width) array, 1 where the images agree."""
+    from skimage.metrics import structural_similarity
+
+    _check_pair(reference, image)
+    _, full = structural_similarity(reference.astype(np.float64), image.astype(np.float64), data_range=255.0,
+                                    channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, full=True)
+    return full.mean(axis=-1)

@@ -52,6 +52,8 @@ def pytest_addoption(parser):
                     "quantgate.run:CaseSession (default) or a subclass, for pipelines of your own")
     group.addoption("--qg-run-name", help="save results under .quantgate/runs/NAME/<time>-<pid>, and point "
                     ".quantgate/runs/NAME/latest at them (for `quantgate compare`: the current lock, a candidate)")
+    group.addoption("--qg-no-report", action="store_true",
+                    help="do not write report.html and report.md beside the results (they take a few seconds)")
     group.addoption("--qg-unused-baselines", choices=("report", "fail"), default="report",
                     help="baselines that no test of the run used, in the folders it used (and baseline folders of "
                     "models that no longer exist, when no --qg-model narrows the run): list them (report, "
@@ -290,6 +292,8 @@ class GateSession:
             return
         self.runner.close()
         self.write_results()
+        if getattr(self, "written", False) and not self.config.getoption("--qg-no-report"):
+            self.write_report()
         if self.run_folder is not None and getattr(self, "written", False):
             from .results import _atomic_write
 
@@ -317,6 +321,18 @@ class GateSession:
         except OSError as exc:
             self.write_error = f"could not write results to {self.results_dir}: {exc}"
 
+    def write_report(self) -> None:
+        """report.html beside results.json (quantgate.report); a report that cannot be made is said,
+        and the results stay as written."""
+        from .report import write
+
+        try:
+            write(self.results_dir / "results.json", self.results_dir / "report.html", self.baselines_dir,
+                  self.fixtures_dir)
+            self.report_error = None
+        except Exception as exc:  # noqa: BLE001 (the measurements are written; the report is a view of them)
+            self.report_error = f"could not write the HTML report: {type(exc).__name__}: {exc}"
+
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter):
         tr = terminalreporter
@@ -333,7 +349,10 @@ class GateSession:
             table = [line for line in text.splitlines() if line.startswith("|")]
             for line in table:
                 tr.write_line(line)
-            tr.write_line(f"results: {self.results_dir} (results.json, results.md, images/)")
+            tr.write_line(f"results: {self.results_dir} (results.json, results.md, images/"
+                          + (", report.html" if (self.results_dir / "report.html").exists() else "") + ")")
+            if getattr(self, "report_error", None):
+                tr.write_line(self.report_error, red=True)
         unused = getattr(self, "unused", [])
         if unused:
             failing = self.config.getoption("--qg-unused-baselines") == "fail"
@@ -373,17 +392,19 @@ class GateSession:
 
     def latency_ratio(self, case: Case) -> tuple[float, float, float]:
         """(ratio, the case's ms per step, the reference's ms per step): median denoising calls of the
-        case over those of its BF16 reference, both timed in this session. One that no test timed
-        yet (a filtered run) is timed here, with the model's latency_rounds."""
+        case over those of its BF16 reference, both timed in this session, each over at least the
+        model's latency_rounds calls: where fewer were timed (a filtered run, or --benchmark-disable,
+        which times one), the rest are timed here."""
         from .results import latency_ratio
 
         reference = self.reference_of(case)
         rounds = case.model.latency_rounds or self.defaults()["latency_rounds"]
         for which in (reference, case):
-            if not self.runner.record(which).denoise_s:
+            timed = self.runner.record(which).denoise_s
+            if not timed:
                 self.denoise(which, record=False)            # warm-up
-                for _ in range(rounds):
-                    self.denoise(which)
+            while len(timed) < rounds:
+                self.denoise(which)
         mine, ref = self.runner.record(case), self.runner.record(reference)
         return latency_ratio(mine, ref), mine.step_ms(), ref.step_ms()
 

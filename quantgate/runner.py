@@ -107,7 +107,7 @@ class Runner:
             opened = time.perf_counter()
             handle = open_case(case, folder, self.cache_root, self.isolation, self.session_factory,
                                self.leak_tolerance)
-            rec.start_s = handle.start_s
+            rec.start_s = (rec.start_s or 0.0) + handle.start_s        # a case reopened later adds up
             self._active = (case.id, handle, opened)
             needed = self.needed_of(case) if self.needed_of else None
             info = handle.call("load", *([needed] if needed else []))
@@ -131,7 +131,7 @@ class Runner:
         except (CaseCrashed, CaseTimedOut, CaseOutOfMemory) as exc:
             _, _, opened = self._active
             self._active = None                      # its process is gone already
-            self.record(case).wall_s = time.perf_counter() - opened
+            self.record(case).wall_s = (self.record(case).wall_s or 0.0) + time.perf_counter() - opened
             self.releases[case.id] = handle.close(kill=True)
             self.record(case).release = self.releases[case.id].as_dict()
             raise self._fail(case, exc) from exc
@@ -161,7 +161,7 @@ class Runner:
             self._active = None
             self.releases[case_id] = handle.close(kill=kill)
             self.records[case_id].release = self.releases[case_id].as_dict()
-            self.records[case_id].wall_s = time.perf_counter() - opened
+            self.records[case_id].wall_s = (self.records[case_id].wall_s or 0.0) + time.perf_counter() - opened
             if self.on_case_closed is not None:
                 self.on_case_closed()
 

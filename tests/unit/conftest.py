@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,10 +48,38 @@ def run_gate(pytester, shared_cache, tmp_path):
             str(GATE_TESTS), "-p", "no:cacheprovider", "--benchmark-disable", "-m", "not gpu",
             "--qg-fixtures", str(fixtures or REPO / "fixtures"),
             "--qg-baselines", str(baselines or REPO / "baselines"),
-            "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(results), *args)
+            "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(results), "--qg-no-report", *args)
 
     run.results_dirs = []
     return run
+
+
+UNCHANGED_CONFIGS = ("bf16", "torchao-int8wo", "quanto-int8")
+
+
+def gate_run(out: Path, cache: Path, planted: dict | None = None) -> tuple[Path, subprocess.CompletedProcess]:
+    """One run of the gate's CPU tier on UNCHANGED_CONFIGS with pytest-benchmark on (5 timed calls a
+    case), its results in `out`; `planted` = {config: faults} runs it with planted faults."""
+    env = dict(os.environ)
+    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", "not gpu",
+            "--qg-cache-dir", str(cache), "--qg-results-dir", str(out), "--benchmark-enable", "--qg-no-report",
+            "--benchmark-autosave", f"--benchmark-storage=file://{out.parent / 'storage'}"]
+    for c in UNCHANGED_CONFIGS:
+        args += ["--qg-config", c]
+    if planted:
+        (out.parent / "planted_sessions.py").write_text(PLANTED)
+        env.update(PYTHONPATH=str(out.parent), QG_PLANTED=",".join(f"{k}={v}" for k, v in planted.items()))
+        args += ["--qg-case-session", "planted_sessions:Planted"]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return out, done
+
+
+@pytest.fixture(scope="session")
+def unchanged_runs(tmp_path_factory, shared_cache):
+    """Three runs of an unchanged stack, one after another (used by the no-flake test and as the base
+    and the unchanged candidate of the compare tests)."""
+    root = tmp_path_factory.mktemp("unchanged")
+    return [gate_run(root / f"run{i}", shared_cache) for i in range(3)]
 
 
 PLANTED = '''

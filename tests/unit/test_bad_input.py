@@ -24,7 +24,7 @@ from quantgate.weightfiles import safetensors_problem
 
 from .conftest import REPO
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # values TOML can hold, small and nested
 toml_values = st.recursive(

@@ -1,51 +1,35 @@
 """`quantgate compare BASE CANDIDATE`: a version bump gets a yes or a no, with the evidence.
 
 Three real runs of the gate's CPU tier (bf16, torchao int8, quanto int8; pytest-benchmark on): a
-base, an unchanged candidate, and a candidate with planted regressions (torchao int8 holds 2 MiB
-more weights; quanto int8 denoises three times as slowly and its images drift).
+base and an unchanged candidate (two of the unchanged runs of conftest), and a candidate with planted
+regressions (torchao int8 holds 2 MiB more weights; quanto int8 denoises three times as slowly and
+its images drift).
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from quantgate.cli import main
 from quantgate.compare import CompareError, compare_runs, load_run, load_thresholds
 
-from .conftest import GATE_TESTS, PLANTED, REPO
+from .conftest import REPO, UNCHANGED_CONFIGS, gate_run
 
-CONFIGS = ("bf16", "torchao-int8wo", "quanto-int8")
 # On 2-core CI runners a configuration's step time moved by up to 16% between runs on one machine
 # (results/latency-ratio-cpu-x86_64.md); these tests judge a 3x slowdown, so latency may move 50%.
 CPU_RUNNER = "[thresholds]\nlatency_growth_max = 0.5\n"
 
 
-def _gate(out, cache, env_extra=None):
-    env = {**os.environ, **(env_extra or {})}
-    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", "not gpu",
-            "--qg-cache-dir", str(cache), "--qg-results-dir", str(out), "--benchmark-enable",
-            "--benchmark-autosave", f"--benchmark-storage=file://{out.parent / 'storage'}"]
-    for c in CONFIGS:
-        args += ["--qg-config", c]
-    if env_extra:
-        args += ["--qg-case-session", "planted_sessions:Planted"]
-    subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert (out / "results.json").is_file() and (out / "benchmark.json").is_file(), out
-    return out
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_cache):
+def runs(tmp_path_factory, shared_cache, unchanged_runs):
     root = tmp_path_factory.mktemp("compare")
-    (root / "planted_sessions.py").write_text(PLANTED)
     thresholds = root / "cpu-runner.toml"
     thresholds.write_text(CPU_RUNNER)
-    planted = {"PYTHONPATH": str(root), "QG_PLANTED": "torchao-int8wo=grow,quanto-int8=slow+drift"}
-    return {"base": _gate(root / "base", shared_cache), "same": _gate(root / "same", shared_cache),
-            "planted": _gate(root / "planted", shared_cache, planted), "thresholds": thresholds}
+    planted, _ = gate_run(root / "planted", shared_cache, {"torchao-int8wo": "grow", "quanto-int8": "slow+drift"})
+    for out in (unchanged_runs[0][0], unchanged_runs[1][0], planted):
+        assert (out / "results.json").is_file() and (out / "benchmark.json").is_file(), out
+    return {"base": unchanged_runs[0][0], "same": unchanged_runs[1][0], "planted": planted,
+            "thresholds": thresholds}
 
 
 def _compare(runs, candidate, *extra, capsys):
@@ -155,4 +139,4 @@ def test_benchmark_data_is_stored_per_hardware_class_with_the_environment(runs):
     info = json.loads(saved[0].read_text())["machine_info"]["quantgate"]
     assert info["hardware"] == "cpu-x86_64" and info["packages"]["diffusers"]
     beside = json.loads((runs["base"] / "benchmark.json").read_text())
-    assert {b["extra_info"]["case"] for b in beside["benchmarks"]} == {f"tiny-flux-{c}-cpu" for c in CONFIGS}
+    assert {b["extra_info"]["case"] for b in beside["benchmarks"]} == {f"tiny-flux-{c}-cpu" for c in UNCHANGED_CONFIGS}
