@@ -46,6 +46,8 @@ def pytest_addoption(parser):
                     "configurations a checkpoint runs with (default: flux-dev-synth)")
     group.addoption("--qg-config", action="append", default=[],
                     help="run only this backend configuration id from matrix.toml (repeatable)")
+    group.addoption("--qg-shard", metavar="I/N", help="run shard I of N of the selected cases (deterministic: "
+                    "quantized cases dealt out in matrix order); merge the shards with quantgate merge-results")
     group.addoption("--qg-isolation", choices=("process", "inline"), default="process",
                     help="run each case in its own process (default) or in the pytest process")
     group.addoption("--qg-case-session", help="'module:Class' that loads and measures a case in its process: "
@@ -76,6 +78,15 @@ def pytest_configure(config):
         from .benchmarking import storage_per_class
 
         storage_per_class(config)          # before pytest-benchmark's own configure (trylast) reads it
+    from .workers import is_controller, is_worker, pin_worker
+
+    if is_worker(config):
+        pin_worker(config)                 # before anything in this worker starts CUDA
+        # the controller schedules by xdist_group; its worker must tag the tests with their group
+        config.option.loadgroup = bool(getattr(config.option, "loadgroup", False)
+                                       or config.workerinput.get("qg_loadgroup"))
+    elif is_controller(config) and config.option.dist == "load":
+        config.option.dist = "loadgroup"   # all tests of a case on one worker (xdist_group per case)
     config.pluginmanager.register(GateSession(config), "quantgate-session")
 
 
@@ -118,7 +129,14 @@ class GateSession:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
                 raise pytest.UsageError(f"--qg-run-name {run_name!r}: use letters, digits, '.', '_' and '-'")
             self.run_folder = config.rootpath / ".quantgate" / "runs" / run_name
-        if results:
+        from .workers import is_controller, is_worker
+
+        self.worker = config.workerinput["workerid"] if is_worker(config) else None
+        self.controller = is_controller(config)
+        if self.worker:        # a pytest-xdist worker: its part of the controller's result set
+            self.results_dir = Path(config.workerinput["qg_results_dir"]) / "workers" / self.worker
+            self.run_folder = None
+        elif results:
             self.results_dir = Path(results).expanduser().resolve()
             if (self.results_dir / "results.json").exists():
                 raise pytest.UsageError(f"--qg-results-dir {self.results_dir} already holds a result set; "
@@ -161,6 +179,10 @@ class GateSession:
                     raise QuantgateError(f"--qg-config {unknown[0]!r} is not in {self.fixtures_dir / 'matrix.toml'} "
                                          f"(known: {', '.join(known)})")
                 cases = [c for c in self.all_cases if not picked or c.config.id in picked]
+                if self.config.getoption("--qg-shard"):
+                    from .sharding import parse_shard
+
+                    self.shard = parse_shard(self.config.getoption("--qg-shard"))
                 expectations = {m: load_expectations(self.fixtures_dir, m, configs) for m in models}
                 self._defaults = load_defaults(self.fixtures_dir)
             except QuantgateError as exc:
@@ -206,8 +228,19 @@ class GateSession:
         params = [pytest.param(c, id=c.id, marks=self._marks(c)) for c in cases if CASE_FIXTURES[name](c)]
         metafunc.parametrize(name, params)
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        """pytest-xdist: tell each worker where its part of the results goes and which GPUs to use."""
+        from .workers import host_gpus
+
+        node.workerinput["qg_results_dir"] = str(self.results_dir)
+        node.workerinput["qg_gpus"] = host_gpus()
+        node.workerinput["qg_loadgroup"] = self.config.option.dist == "loadgroup"
+
     def _marks(self, case: Case) -> list:
         marks = [getattr(pytest.mark, m) for m in case.markers]
+        if self.worker:
+            marks.append(pytest.mark.xdist_group(case.id))
         if case.device == "cuda" and not _cuda_available():
             marks.append(pytest.mark.skip(reason="needs CUDA: no CUDA device is visible to torch here"))
         if case.config.known_failure is not None:
@@ -237,6 +270,14 @@ class GateSession:
         if empty:
             config.hook.pytest_deselected(items=empty)
         kept = [(item, case) for item, case in cases if case is None or isinstance(case, Case)]
+        if getattr(self, "shard", None):     # after -m and -k: shard what this run would run
+            from .sharding import shard_cases
+
+            present = list({case.id: case for _, case in sorted(
+                ((i, c) for i, c in kept if c is not None), key=lambda pair: order[pair[1].id])}.values())
+            mine = {c.id for c in shard_cases(present, *self.shard)}
+            config.hook.pytest_deselected(items=[i for i, c in kept if c is not None and c.id not in mine])
+            kept = [(i, c) for i, c in kept if c is None or c.id in mine]
         for item, case in kept:
             if case is not None and item.get_closest_marker(AFTER_CASE) is not None:
                 # a known failure is the case's, not its clean-up's: the release check must pass
@@ -284,10 +325,16 @@ class GateSession:
     @pytest.hookimpl
     def pytest_sessionfinish(self, session, exitstatus):
         markexpr = self.config.getoption("markexpr", "") or ""
-        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and "gpu" in markexpr and not _cuda_available():
+        if (exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and re.search(r"(?<!not )\bgpu\b", markexpr)
+                and not _cuda_available()):
             # `pytest -m gpu` on a machine without CUDA: nothing to run is the expected outcome
             session.exitstatus = pytest.ExitCode.OK
             self.no_gpu_note = "quantgate: -m gpu selected no test and no CUDA device is visible: nothing to run"
+        if self.controller:
+            self.merge_workers()
+            if getattr(self, "write_error", None) and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return
         if self.runner is None:
             return
         self.runner.close()
@@ -298,7 +345,7 @@ class GateSession:
             from .results import _atomic_write
 
             _atomic_write(self.run_folder / "latest", self.results_dir.name + "\n")
-        self.unused = self.unused_baselines()
+        self.unused = [] if self.worker else self.unused_baselines()    # a worker saw only its share
         if self.unused and self.config.getoption("--qg-unused-baselines") == "fail" \
                 and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -321,6 +368,26 @@ class GateSession:
         except OSError as exc:
             self.write_error = f"could not write results to {self.results_dir}: {exc}"
 
+    def merge_workers(self) -> None:
+        """pytest-xdist's controller: one result set (and report) from the workers' parts."""
+        from .merge import merge_results
+
+        parts = sorted((self.results_dir / "workers").glob("*/results.json"))
+        if not parts:
+            return
+        try:
+            merge_results(parts, self.results_dir)
+            self.written, self.write_error = True, None
+        except (OSError, QuantgateError) as exc:
+            self.write_error = f"could not merge the workers' results into {self.results_dir}: {exc}"
+            return
+        if not self.config.getoption("--qg-no-report"):
+            self.write_report()
+        if self.run_folder is not None:
+            from .results import _atomic_write
+
+            _atomic_write(self.run_folder / "latest", self.results_dir.name + "\n")
+
     def write_report(self) -> None:
         """report.html beside results.json (quantgate.report); a report that cannot be made is said,
         and the results stay as written."""
@@ -338,7 +405,7 @@ class GateSession:
         tr = terminalreporter
         if getattr(self, "no_gpu_note", None):
             tr.write_line(self.no_gpu_note)
-        if self.runner is None or not self.runner.records:
+        if not getattr(self, "written", False) and (self.runner is None or not self.runner.records):
             return
         tr.section("quantgate")
         if getattr(self, "write_error", None):

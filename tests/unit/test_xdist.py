@@ -1,0 +1,42 @@
+"""pytest-xdist on one host: each worker pinned to one GPU, each case's tests on one worker, and one
+merged result set equal to a run in one process. On the CPU, QG_GPUS=0,1 stands in for two GPUs."""
+
+import json
+import subprocess
+import sys
+
+from .conftest import GATE_TESTS, REPO, UNCHANGED_CONFIGS
+
+
+def test_two_workers_pin_a_gpu_each_and_merge_into_the_figures_of_one_run(unchanged_runs, shared_cache, tmp_path):
+    import os
+
+    out = tmp_path / "results"
+    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", "not gpu",
+            "-n", "2", "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(out),
+            "-k", "not test_latency_ratio"]   # two workers share two cores here: their step times say nothing
+    for c in UNCHANGED_CONFIGS:
+        args += ["--qg-config", c]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run(args, cwd=REPO, env={**env, "QG_GPUS": "0,1", "OMP_NUM_THREADS": "1"},  # a core each
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "17 passed" in done.stdout.splitlines()[-1]       # every test but the two latency ratios
+
+    parts = {p.parent.name: json.loads(p.read_text()) for p in (out / "workers").glob("*/results.json")}
+    assert set(parts) == {"gw0", "gw1"}
+    pinned = {name: {c["environment"]["cuda_visible_devices"] for c in part["cases"] if c["environment"]}
+              for name, part in parts.items()}
+    assert pinned == {"gw0": {"0"}, "gw1": {"1"}}
+    for config in UNCHANGED_CONFIGS[1:]:            # each quantized case ran, whole, on one worker
+        ran = [name for name, part in parts.items() for c in part["cases"] if c["config"] == config]
+        assert len(ran) == 1, (config, ran)
+
+    merged = {c["case"]: c for c in json.loads((out / "results.json").read_text())["cases"]}
+    whole = {c["case"]: c for c in json.loads((unchanged_runs[0][0] / "results.json").read_text())["cases"]}
+    assert merged.keys() == whole.keys()
+    for case, rec in whole.items():
+        assert (merged[case]["status"], merged[case]["weights"], merged[case]["similarity"]) == \
+            (rec["status"], rec["weights"], rec["similarity"]), case
+        assert len(merged[case]["denoise_s"]) == 5     # latency measured in the case (pytest-benchmark is off)
+    assert (out / "report.html").is_file()
