@@ -458,8 +458,8 @@ class GateSession:
         return self._guard(case, self.runner.call, "denoise")
 
     def latency_ratio(self, case: Case) -> tuple[float, float, float]:
-        """(ratio, the case's ms per step, the reference's ms per step): median denoising calls of the
-        case over those of its BF16 reference, both timed in this session, each over at least the
+        """(ratio, the case's ms per step, the reference's ms per step): the case's fastest denoising
+        call over its BF16 reference's fastest, both timed in this session, each over at least the
         model's latency_rounds calls: where fewer were timed (a filtered run, or --benchmark-disable,
         which times one), the rest are timed here."""
         from .results import latency_ratio
@@ -473,7 +473,8 @@ class GateSession:
             while len(timed) < rounds:
                 self.denoise(which)
         mine, ref = self.runner.record(case), self.runner.record(reference)
-        return latency_ratio(mine, ref), mine.step_ms(), ref.step_ms()
+        per_step = lambda rec: min(rec.denoise_s) / rec.steps * 1000.0
+        return latency_ratio(mine, ref), per_step(mine), per_step(ref)
 
     def release(self, case: Case):
         """Close the case and say what it left behind (quantgate.leaks.Release; None if it never started)."""

@@ -29,8 +29,8 @@ def test_denoise_latency(qg, qg_case, benchmark):
 
 
 def test_latency_ratio_to_bf16_within_ceiling(qg, qg_quantized_case):
-    """The case's median denoising step over BF16's, both timed in this session: a ratio holds on
-    noisy runners where absolute times do not. Gated where expectations give latency_ratio_max
+    """The case's fastest denoising call over BF16's fastest, both timed in this session: a ratio
+    holds on noisy runners where absolute times do not. Gated where expectations give latency_ratio_max
     (from measured runs); elsewhere the ratio is recorded, not judged."""
     record = qg.load(qg_quantized_case)
     expected = qg.expectation(qg_quantized_case)
@@ -39,5 +39,5 @@ def test_latency_ratio_to_bf16_within_ceiling(qg, qg_quantized_case):
         pytest.skip(f"latency is recorded, not gated, on {record.hardware}: {ratio:.2f}x BF16 "
                     "(no latency_ratio_max in its expectations)")
     assert ratio <= expected.latency_ratio_max, (
-        f"denoising slowed down: {mine:.1f} ms per step is {ratio:.2f}x BF16's {reference:.1f} ms in this "
-        f"session, over the ceiling of {expected.latency_ratio_max:.2f}x")
+        f"denoising slowed down: {mine:.1f} ms per step (fastest call) is {ratio:.2f}x BF16's {reference:.1f} ms "
+        f"in this session, over the ceiling of {expected.latency_ratio_max:.2f}x")

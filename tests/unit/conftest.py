@@ -63,6 +63,7 @@ def gate_run(out: Path, cache: Path, planted: dict | None = None) -> tuple[Path,
     env = dict(os.environ)
     args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", "not gpu",
             "--qg-cache-dir", str(cache), "--qg-results-dir", str(out), "--benchmark-enable", "--qg-no-report",
+            "--qg-unused-baselines=fail",
             "--benchmark-autosave", f"--benchmark-storage=file://{out.parent / 'storage'}"]
     for c in UNCHANGED_CONFIGS:
         args += ["--qg-config", c]
@@ -80,6 +81,14 @@ def unchanged_runs(tmp_path_factory, shared_cache):
     and the unchanged candidate of the compare tests)."""
     root = tmp_path_factory.mktemp("unchanged")
     return [gate_run(root / f"run{i}", shared_cache) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def planted_run(tmp_path_factory, shared_cache):
+    """The same run with planted regressions: torchao int8 holds 2 MiB more weights; quanto int8
+    denoises three times as slowly and its images drift."""
+    root = tmp_path_factory.mktemp("planted")
+    return gate_run(root / "run", shared_cache, {"torchao-int8wo": "grow", "quanto-int8": "slow+drift"})
 
 
 PLANTED = '''

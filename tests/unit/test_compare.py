@@ -13,7 +13,7 @@ import pytest
 from quantgate.cli import main
 from quantgate.compare import CompareError, compare_runs, load_run, load_thresholds
 
-from .conftest import REPO, UNCHANGED_CONFIGS, gate_run
+from .conftest import REPO, UNCHANGED_CONFIGS
 
 # On 2-core CI runners a configuration's step time moved by up to 16% between runs on one machine
 # (results/latency-ratio-cpu-x86_64.md); these tests judge a 3x slowdown, so latency may move 50%.
@@ -21,11 +21,11 @@ CPU_RUNNER = "[thresholds]\nlatency_growth_max = 0.5\n"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_cache, unchanged_runs):
+def runs(tmp_path_factory, unchanged_runs, planted_run):
     root = tmp_path_factory.mktemp("compare")
     thresholds = root / "cpu-runner.toml"
     thresholds.write_text(CPU_RUNNER)
-    planted, _ = gate_run(root / "planted", shared_cache, {"torchao-int8wo": "grow", "quanto-int8": "slow+drift"})
+    planted = planted_run[0]
     for out in (unchanged_runs[0][0], unchanged_runs[1][0], planted):
         assert (out / "results.json").is_file() and (out / "benchmark.json").is_file(), out
     return {"base": unchanged_runs[0][0], "same": unchanged_runs[1][0], "planted": planted,
