@@ -339,8 +339,8 @@ class GateSession:
             return
         self.runner.close()
         self.write_results()
-        if getattr(self, "written", False) and not self.config.getoption("--qg-no-report"):
-            self.write_report()
+        if getattr(self, "written", False) and not self.config.getoption("--qg-no-report") and not self.worker:
+            self.write_report()            # (an xdist worker's part is reported by the controller, merged)
         if self.run_folder is not None and getattr(self, "written", False):
             from .results import _atomic_write
 
