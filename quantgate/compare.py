@@ -50,6 +50,7 @@ class Run:
     records: dict[str, CaseRecord]
     latency: dict[str, float]       # case -> median seconds of a timed denoising call
     latency_source: str
+    references: dict[str, CaseRecord]   # case -> its reference's record in this run
 
     @property
     def environment(self) -> dict:
@@ -87,7 +88,7 @@ def load_run(path: Path) -> Run:
     bench = _benchmark_medians(results.parent)
     own = {r.case: statistics.median(r.denoise_s) for r in records if r.denoise_s}
     return Run(results, data, {r.case: r for r in records}, bench or own,
-               "pytest-benchmark" if bench else "case process")
+               "pytest-benchmark" if bench else "case process", references_by_case(records))
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _latency_of(run: Run, case: str, basis: str) -> float | None:
     value = run.latency.get(case)
     if value is None or basis == "absolute":
         return value
-    ref = references_by_case(list(run.records.values())).get(case)
+    ref = run.references.get(case)
     ref_value = run.latency.get(ref.case) if ref is not None else None
     return value / ref_value if ref_value else None
 

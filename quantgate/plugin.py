@@ -273,8 +273,7 @@ class GateSession:
         if getattr(self, "shard", None):     # after -m and -k: shard what this run would run
             from .sharding import shard_cases
 
-            present = list({case.id: case for _, case in sorted(
-                ((i, c) for i, c in kept if c is not None), key=lambda pair: order[pair[1].id])}.values())
+            present = sorted({c.id: c for _, c in kept if c is not None}.values(), key=lambda c: order[c.id])
             mine = {c.id for c in shard_cases(present, *self.shard)}
             config.hook.pytest_deselected(items=[i for i, c in kept if c is not None and c.id not in mine])
             kept = [(i, c) for i, c in kept if c is None or c.id in mine]
@@ -339,12 +338,8 @@ class GateSession:
             return
         self.runner.close()
         self.write_results()
-        if getattr(self, "written", False) and not self.config.getoption("--qg-no-report") and not self.worker:
-            self.write_report()            # (an xdist worker's part is reported by the controller, merged)
-        if self.run_folder is not None and getattr(self, "written", False):
-            from .results import _atomic_write
-
-            _atomic_write(self.run_folder / "latest", self.results_dir.name + "\n")
+        if getattr(self, "written", False) and not self.worker:   # a worker's part: the controller reports it
+            self.finish_result_set()
         self.unused = [] if self.worker else self.unused_baselines()    # a worker saw only its share
         if self.unused and self.config.getoption("--qg-unused-baselines") == "fail" \
                 and session.exitstatus == pytest.ExitCode.OK:
@@ -381,6 +376,10 @@ class GateSession:
         except (OSError, QuantgateError) as exc:
             self.write_error = f"could not merge the workers' results into {self.results_dir}: {exc}"
             return
+        self.finish_result_set()
+
+    def finish_result_set(self) -> None:
+        """After the last results are written: the report, and the run folder's `latest` pointer."""
         if not self.config.getoption("--qg-no-report"):
             self.write_report()
         if self.run_folder is not None:
