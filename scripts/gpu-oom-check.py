@@ -2,13 +2,14 @@
 measure what they measure in a clean run.
 
     python scripts/gpu-oom-check.py OUT_DIR [--oom torchao-int8wo] [--after torchao-float8wo quanto-int8]
-                                            [--limit-gib 0.01] [--clean results/tiny-flux-cuda-sm90.json]
+                                            [--limit-gib 0.01]
 
-Runs the GPU tier of tiny-flux on a copy of the fixtures in which the --oom configuration has
+Runs the GPU tier of tiny-flux twice, in two sessions: a clean one with the --after configurations
+alone, then one on a copy of the fixtures in which the --oom configuration has
 memory_limit_gib = --limit-gib (the caching allocator's share of the GPU, so loading fails with
-torch.OutOfMemoryError), followed by the --after configurations. Writes OUT_DIR/faults/ (the gate's
-results and log) and OUT_DIR/oom-check.md: the out-of-memory case's status and message, and each
-later case's allocator figures and weight bytes beside the clean run's.
+torch.OutOfMemoryError), followed by the same --after configurations. Writes OUT_DIR/clean/ and
+OUT_DIR/faults/ (the gate's results), their logs, and OUT_DIR/oom-check.md: the out-of-memory case's
+status and message, and each later case's allocator figures and weight bytes beside the clean run's.
 """
 
 from __future__ import annotations
@@ -30,25 +31,27 @@ def main() -> int:
     parser.add_argument("--oom", default="torchao-int8wo")
     parser.add_argument("--after", nargs="+", default=["torchao-float8wo", "quanto-int8"])
     parser.add_argument("--limit-gib", type=float, default=0.01)
-    parser.add_argument("--clean", default=str(REPO / "results" / "tiny-flux-cuda-sm90.json"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    base = [sys.executable, "-m", "pytest", "tests/gate", "-m", "gpu", "-p", "no:cacheprovider", "-q",
+            "--benchmark-disable", "--qg-model", "tiny-flux"]
+    after = [arg for config in args.after for arg in ("--qg-config", config)]
+    clean_log = subprocess.run(base + ["--qg-results-dir", str(out / "clean")] + after,
+                               cwd=REPO, capture_output=True, text=True)
+    (out / "clean.log").write_text(clean_log.stdout + clean_log.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         fixtures = Path(tmp) / "fixtures"
         shutil.copytree(REPO / "fixtures", fixtures)
         matrix = fixtures / "matrix.toml"
         anchor = f'id = "{args.oom}"\n'
         matrix.write_text(matrix.read_text().replace(anchor, anchor + f"memory_limit_gib = {args.limit_gib}\n", 1))
-        cmd = [sys.executable, "-m", "pytest", "tests/gate", "-m", "gpu", "-p", "no:cacheprovider", "-q",
-               "--qg-fixtures", str(fixtures), "--qg-results-dir", str(out / "faults"), "--benchmark-disable",
-               "--qg-model", "tiny-flux"]
-        for config in [args.oom, *args.after]:
-            cmd += ["--qg-config", config]
+        cmd = base + ["--qg-fixtures", str(fixtures), "--qg-results-dir", str(out / "faults"),
+                      "--qg-config", args.oom] + after
         log = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         (out / "faults.log").write_text(log.stdout + log.stderr)
     got = {c["config"]: c for c in json.loads((out / "faults" / "results.json").read_text())["cases"]}
-    clean = {c["config"]: c for c in json.loads(Path(args.clean).read_text())["cases"] if c["device"] == "cuda"}
+    clean = {c["config"]: c for c in json.loads((out / "clean" / "results.json").read_text())["cases"]}
     oom = got[args.oom]
     lines = ["# A CUDA out-of-memory case fails only itself", "",
              f"- {args.oom} with memory_limit_gib = {args.limit_gib}: status **{oom['status']}**",
