@@ -56,7 +56,10 @@ def apply_memory_limit(device: str, limit_bytes: int | None) -> None:
 
 
 def _gib(value: int | float | None) -> str:
-    return "?" if value is None else f"{value / GIB:.2f} GiB"
+    """Bytes in GiB, or in MiB below 0.1 GiB (a 2 MiB block would read '0.00 GiB')."""
+    if value is None:
+        return "?"
+    return f"{value / GIB:.2f} GiB" if value >= GIB / 10 else f"{value / 2**20:.2f} MiB"
 
 
 def asked_bytes(message: str) -> int | None:
