@@ -10,8 +10,6 @@
 # are launch-bound, so judge them with latency_basis = "ratio" and a wide margin there).
 # Writes OUT_DIR/compare.md, OUT_DIR/runs/ (both result sets) and the two logs; exits with compare's code.
 set -uo pipefail
-# Where quantgate is not pip-installed (a GPU host with PYTHONPATH=wheels:repo), load the plugin by name.
-python3 -c "import importlib.metadata as m, sys; sys.exit(any(e.name == 'quantgate' for e in m.entry_points(group='pytest11')) == 0)" || export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -p quantgate.plugin"
 cand=${1:?usage: scripts/gpu-bump.sh CANDIDATE_WHEELS_DIR OUT_DIR [-- pytest args]}
 out=${2:?usage: scripts/gpu-bump.sh CANDIDATE_WHEELS_DIR OUT_DIR [-- pytest args]}
 shift 2

@@ -34,11 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import importlib.metadata
-
-    installed = any(e.name == "quantgate" for e in importlib.metadata.entry_points(group="pytest11"))
-    plugin = [] if installed else ["-p", "quantgate.plugin"]     # a GPU host with PYTHONPATH=wheels:repo
-    base = [sys.executable, "-m", "pytest", *plugin, "tests/gate", "-m", "gpu", "-p", "no:cacheprovider", "-q",
+    base = [sys.executable, "-m", "pytest", "tests/gate", "-m", "gpu", "-p", "no:cacheprovider", "-q",
             "--benchmark-disable", "--qg-model", "tiny-flux"]
     after = [arg for config in args.after for arg in ("--qg-config", config)]
     clean_log = subprocess.run(base + ["--qg-results-dir", str(out / "clean")] + after,

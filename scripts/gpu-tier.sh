@@ -10,8 +10,6 @@
 # With ALONE="config ..." it then runs those configurations alone, each in a session of its own,
 # to show that a case's figures do not depend on what ran before it.
 set -uo pipefail
-# Where quantgate is not pip-installed (a GPU host with PYTHONPATH=wheels:repo), load the plugin by name.
-python3 -c "import importlib.metadata as m, sys; sys.exit(any(e.name == 'quantgate' for e in m.entry_points(group='pytest11')) == 0)" || export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -p quantgate.plugin"
 out=${1:?usage: scripts/gpu-tier.sh OUT_DIR [PASSES] [-- pytest args]}
 passes=${2:-1}
 shift $(( $# >= 2 ? 2 : 1 ))

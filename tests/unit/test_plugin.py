@@ -65,3 +65,21 @@ def test_gpu_selection_that_leaves_nothing_to_run_exits_zero_without_cuda(run_ga
     result = run_gate("-m", "gpu and slow")              # no configuration is marked slow
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*-m gpu selected no test and no CUDA device is visible: nothing to run*"])
+
+
+def test_the_gate_options_are_known_where_the_plugin_is_not_autoloaded(tmp_path):
+    """A GPU host may run the checkout with PYTHONPATH=wheels:repo, quantgate not pip-installed: the
+    root conftest then loads the plugin by name, before pytest parses --qg-* options. Autoloading
+    switched off stands in for the missing entry point."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "pytest_benchmark.plugin", "-p", "no:cacheprovider",
+         "tests/gate", "--collect-only", "-q", "--qg-model", "tiny-flux", "--qg-config", "quanto-int8",
+         "--qg-results-dir", str(tmp_path / "results")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "tiny-flux-quanto-int8-cpu" in proc.stdout
