@@ -10,26 +10,17 @@ CUDA in the pytest process: nvidia-smi's compute capability (`cuda-sm90`), else 
 from __future__ import annotations
 
 import platform
-import shutil
-import subprocess
+
+from .hardware import cuda_visible_devices, nvidia_smi
 
 
 def machine_hardware_class() -> str:
     """This machine's class as the cases will report it: its first visible GPU's, else its CPU's."""
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=30)
-            caps = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-            if out.returncode == 0 and caps:
-                import os
-
-                visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-                cap = caps[int(visible)] if visible.isdigit() and int(visible) < len(caps) else caps[0]
-                return "cuda-sm" + cap.replace(".", "")
-        except (OSError, subprocess.SubprocessError, ValueError):
-            pass
+    caps = [row[0] for row in nvidia_smi("compute_cap") or []]
+    if caps:
+        visible = (cuda_visible_devices() or [""])[0]
+        cap = caps[int(visible)] if visible.isdigit() and int(visible) < len(caps) else caps[0]
+        return "cuda-sm" + cap.replace(".", "")
     return f"cpu-{platform.machine()}"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -69,11 +71,29 @@ def _cores() -> int:
 
 
 def _nvidia_driver() -> str | None:
-    import subprocess
+    rows = nvidia_smi("driver_version")
+    return rows[0][0] if rows else None
 
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, IndexError):
+
+def nvidia_smi(*fields: str) -> list[list[str]] | None:
+    """`nvidia-smi --query-gpu=<fields>`: one row per GPU, each the fields' values (no units); None
+    where nvidia-smi is missing or fails. Asking it never initialises CUDA in this process."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
         return None
+    try:
+        out = subprocess.run([smi, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return [[part.strip() for part in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+
+
+def cuda_visible_devices() -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES as a list (indices or UUIDs); None where it is unset or empty."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None or not value.strip():
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 from .errors import BackendImportError, CaseCrashed, CaseFailed, CaseOutOfMemory, CaseTimedOut, DoesNotFit
-from .leaks import Release, gpu_used_bytes, process_tree, settle_gpu, survivors
+from .leaks import DEFAULT_TOLERANCE, Release, gpu_used_bytes, process_tree, settle_gpu, survivors
 from .matrix import Case
 from .run import DEFAULT_SESSION
 
@@ -82,7 +82,7 @@ class CaseProcess:
     (timeout_s, counted from the process's start)."""
 
     def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str,
-                 leak_tolerance: int = 64 * 2**20):
+                 leak_tolerance: int = DEFAULT_TOLERANCE):
         from . import worker
 
         ctx = _context(case.device)
@@ -164,7 +164,7 @@ class CaseInline:
     """The same interface, in this process: no isolation (for debugging and to measure its cost)."""
 
     def __init__(self, case: Case, model_dir: Path, cache_root: Path, session_factory: str,
-                 leak_tolerance: int = 64 * 2**20):
+                 leak_tolerance: int = DEFAULT_TOLERANCE):
         from .run import session_class
 
         self.case = case
@@ -200,7 +200,7 @@ class CaseInline:
 
 
 def open_case(case: Case, model_dir: Path, cache_root: Path, mode: str = "process",
-              session_factory: str = DEFAULT_SESSION, leak_tolerance: int = 64 * 2**20):
+              session_factory: str = DEFAULT_SESSION, leak_tolerance: int = DEFAULT_TOLERANCE):
     if mode not in MODES:
         raise ValueError(f"unknown isolation mode {mode!r} (choose from: {', '.join(MODES)})")
     global _spawn_cuda_cases

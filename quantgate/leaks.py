@@ -14,12 +14,13 @@ case and after it is dropped; host memory is not checked there.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 
+from .hardware import cuda_visible_devices, nvidia_smi
+
 MIB = 2**20
+DEFAULT_TOLERANCE = 64 * MIB   # GPU memory a closed case may leave in use (leak_tolerance_mib)
 SETTLE_S = 15.0        # how long freed GPU memory may take to show as free
 POLL_S = 0.25
 
@@ -69,30 +70,14 @@ def survivors(tree: list[tuple[int, int]]) -> list[int]:
     return left
 
 
-def _visible_gpus() -> set[str] | None:
-    value = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if value is None or not value.strip():
-        return None
-    return {v.strip() for v in value.split(",") if v.strip()}
-
-
 def gpu_used_bytes() -> int | None:
     """Used memory of the GPUs this process may use, from nvidia-smi; None if it cannot tell."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
+    rows = nvidia_smi("index", "uuid", "memory.used")
+    if rows is None:
         return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=index,uuid,memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    visible = _visible_gpus()
-    total = 0
-    for line in out.strip().splitlines():
-        index, uuid, used = (part.strip() for part in line.split(","))
-        if visible is None or index in visible or uuid in visible:
-            total += int(used) * MIB
-    return total
+    visible = cuda_visible_devices()
+    return sum(int(used) * MIB for index, uuid, used in rows
+               if visible is None or index in visible or uuid in visible)
 
 
 @dataclass
@@ -103,7 +88,7 @@ class Release:
     processes_left: list[int] = field(default_factory=list)
     gpu_before: int | None = None        # bytes used on the GPU before the case started
     gpu_after: int | None = None         # and after it was closed (settled)
-    tolerance: int = 64 * MIB
+    tolerance: int = DEFAULT_TOLERANCE
     checked: list[str] = field(default_factory=list)     # what was checked
 
     @property

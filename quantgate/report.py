@@ -14,15 +14,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 
-from .results import CaseRecord, latency_ratio, read_results, references_by_case
+from .results import GIB, CaseRecord, _fmt, latency_ratio, read_results, references_by_case
 
 DISPLAY_SIDE = 512
-GIB = 1024**3
 
 
 def _data_uri(array: np.ndarray) -> str:
@@ -127,14 +125,6 @@ def memory_chart(record: CaseRecord, expectation, base: CaseRecord | None) -> st
 def _failed(record: CaseRecord) -> bool:
     return record.status not in ("ok", "known failure", "does not fit", "not run") or any(
         o in ("failed", "error") for o in record.tests.values())
-
-
-def _fmt(value, spec: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return format(value, spec)
 
 
 def _ceilings(record: CaseRecord, exp) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import (BackendImportError, CaseCrashed, CaseFailed, CaseOutOfMemory, CaseTimedOut, DoesNotFit,
                      QuantgateError)
 from .isolation import open_case
+from .leaks import DEFAULT_TOLERANCE
 from .matrix import Case
 from .modelcache import model_dir
 from .results import CaseRecord
@@ -41,7 +42,7 @@ def _status_of(exc: Exception) -> str:
 class Runner:
     def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
                  session_factory: str = DEFAULT_SESSION, on_case_closed=None, needed_of=None,
-                 leak_tolerance: int = 64 * 2**20):
+                 leak_tolerance: int = DEFAULT_TOLERANCE):
         self.cache_root = Path(cache_root)
         self.isolation = isolation
         self.session_factory = session_factory

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
+
+from .hardware import cuda_visible_devices, nvidia_smi
 
 WORKER_GPUS_ENV = "QG_GPUS"
 
@@ -33,18 +33,13 @@ def is_controller(config) -> bool:
 
 def host_gpus() -> list[str]:
     """The GPUs workers are spread over (see the module's docstring)."""
-    for value in (os.environ.get(WORKER_GPUS_ENV), os.environ.get("CUDA_VISIBLE_DEVICES")):
-        if value and value.strip():
-            return [v.strip() for v in value.split(",") if v.strip()]
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        out = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    value = os.environ.get(WORKER_GPUS_ENV)
+    if value and value.strip():
+        return [v.strip() for v in value.split(",") if v.strip()]
+    visible = cuda_visible_devices()
+    if visible:
+        return visible
+    return [row[0] for row in nvidia_smi("index") or []]
 
 
 def pin_worker(config) -> str | None:
