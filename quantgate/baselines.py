@@ -91,10 +91,12 @@ class BaselineStore:
         if meta.get("hardware") != hardware:
             raise BaselineError(f"baseline {png} was made on hardware class {meta.get('hardware')!r}, "
                                 f"not {hardware}: not used; {fix}")
-        expected = {**generation_settings(model), "prompt": prompt.text, "seed": seed}
+        expected = {**generation_settings(model), "prompt": prompt.text, "seed": seed,
+                    "float32_components": list(model.float32_components(device))}
         if identity is not None:       # the weights the images came from (synthetic build key, checkpoint hash)
             expected["model_identity"] = identity
-        stale = [f"{k} {meta.get(k)!r} (now {v!r})" for k, v in expected.items() if meta.get(k) != v]
+        recorded = {"float32_components": [], **meta}       # a baseline from before the field ran all in BF16
+        stale = [f"{k} {recorded.get(k)!r} (now {v!r})" for k, v in expected.items() if recorded.get(k) != v]
         if stale:
             raise BaselineError(f"baseline {png} was made with other settings: {'; '.join(stale)}; {fix}")
         if meta.get("sha256") != _sha256(png):
@@ -145,6 +147,7 @@ class BaselineStore:
                 meta = {"model": model.name, "config": config.id, "hardware": hardware,
                         "prompt_id": prompt.id, "prompt": prompt.text, "seed": seed,
                         **generation_settings(model), "model_identity": identity,
+                        "float32_components": list(model.float32_components(environment.get("device", "cpu"))),
                         "created": created, "sha256": _sha256(png),
                         "environment": environment}
                 (tmp / f"{key}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -100,12 +100,14 @@ def _spread(values: list) -> float:
 
 
 def cmd_propose_expectations(args) -> int:
-    """Print expectation tables for one or more result sets (repeated runs of one matrix):
-    floors = lowest measured value - margin; ceilings = highest measured value + margin. Each
-    table's basis states how many runs it rests on and the spread between them."""
-    from .results import read_results
-
-    from .results import latency_ratio, references_by_case
+    """Print expectation tables for one or more result sets (repeated runs of one matrix, on one or
+    more machines): floors = lowest measured value - margin; ceilings = highest measured value +
+    margin. A hardware class's table holds what every machine of it shares (bytes, GPU memory, image
+    floors over all its machines); on a CPU, a CPU class's table holds its latency ceilings, and image
+    floors where that class alone measured them higher by more than the margin. Each table's basis
+    states how many runs it rests on and the spread between them."""
+    from .matrix import expectation_classes
+    from .results import latency_ratio, read_results, references_by_case
 
     runs: dict[tuple[str, str], list] = {}
     ratios_of: dict[tuple[str, str], list] = {}
@@ -113,58 +115,95 @@ def cmd_propose_expectations(args) -> int:
     for path in args.results:
         data, records = read_results(Path(path))
         refs = references_by_case(records)
-        for r in records:
-            ratio = latency_ratio(r, refs.get(r.case)) if r.status == "ok" else None
-            if ratio is not None:
-                ratios_of.setdefault((r.hardware, r.config), []).append(ratio)
         dates.append(data["started"][:10])
-        print(f"# from {path} ({data['started']}, {data['environment'].get('cpu')}, "
-              f"{data['environment'].get('gpu') or 'no GPU'})")
+        env = data["environment"]
+        print(f"# from {path} ({data['started']}, {env.get('cpu')}"
+              + (f", {env['cpu_class']}" if env.get("cpu_class") and not env.get("gpu") else "")
+              + f", {env.get('gpu') or 'no GPU'})")
         for r in records:
-            if r.status == "ok":
-                runs.setdefault((r.hardware, r.config), []).append(r)
+            if r.status != "ok":
+                continue
+            runs.setdefault((r.hardware, r.config), []).append(r)
+            ratio = latency_ratio(r, refs.get(r.case))
+            if ratio is not None:
+                ratios_of.setdefault((expectation_classes(r.hardware, r.environment)[-1], r.config), []).append(ratio)
     print(f"# margins: SSIM -{args.ssim_margin}, PSNR -{args.psnr_margin} dB, bytes +{args.bytes_margin:.1%}, "
           f"GPU peak reserved +{args.peak_margin:.0%}"
           + (f", step time x BF16 +{args.latency_margin:.0%}" if args.latency_margin is not None else
              "; step time ratios not gated (no --latency-margin)"))
+    latency = args.latency_margin is not None
+    by_class: dict[tuple[str, str], tuple[list[str], list[str]]] = {}   # CPU class tables: (lines, basis)
     for (hardware, config), recs in runs.items():
-        ssims = [v["ssim"] for r in recs for v in r.similarity.values()]
-        psnrs = [v["psnr"] for r in recs for v in r.similarity.values()]
-        per_run_ssim = [r.min_similarity("ssim") for r in recs if r.similarity]
+        lines, basis = _floors(recs, args)
         held = [r.judged_bytes() for r in recs]
-        print(f'\n["{hardware}"."{config}"]')
-        ssim = _floor(ssims, args.ssim_margin, 4)
-        if ssim is not None:
-            print(f"ssim_min = {ssim}")
-        psnr = None if all(v is None for v in psnrs) else _floor(psnrs, args.psnr_margin, 2)
-        if psnr is not None:
-            print(f"psnr_min = {psnr}")
         if all(held):
-            print(f"weight_bytes_max = {math.ceil(max(held) * (1 + args.bytes_margin))}")
+            lines.append(f"weight_bytes_max = {math.ceil(max(held) * (1 + args.bytes_margin))}")
+            basis.append(f"{max(held):,} bytes (spread {_spread(held):,.0f})")
         ratios = [r.weight_ratio() for r in recs]
         if all(x is not None for x in ratios):
-            print(f"weight_ratio_max = {math.ceil(max(ratios) * (1 + args.bytes_margin) * 1000) / 1000}")
-        peaks = {}
+            lines.append(f"weight_ratio_max = {math.ceil(max(ratios) * (1 + args.bytes_margin) * 1000) / 1000}")
         for phase in ("load", "inference"):
             values = [r.memory[f"{phase}_peak_reserved"] for r in recs if r.memory.get(f"{phase}_peak_reserved")]
             if values:                # a run that did not measure a phase (reference loaded only) is left out
-                peaks[phase] = values
-                print(f"peak_{phase}_bytes_max = {math.ceil(max(values) * (1 + args.peak_margin))}")
-        ratios = ratios_of.get((hardware, config), [])
-        if ratios and args.latency_margin is not None:
-            print(f"latency_ratio_max = {math.ceil(max(ratios) * (1 + args.latency_margin) * 100) / 100}")
-        basis = [f"{len(recs)} run(s)"]
-        if per_run_ssim:
-            basis.append(f"SSIM {min(per_run_ssim):.4f} (spread {_spread(per_run_ssim):.4f})")
-        if all(held):
-            basis.append(f"{max(held):,} bytes (spread {_spread(held):,.0f})")
-        for phase, values in peaks.items():
-            basis.append(f"peak {phase} reserved {max(values):,} (spread {_spread(values):,.0f})")
-        if ratios and args.latency_margin is not None:
+                lines.append(f"peak_{phase}_bytes_max = {math.ceil(max(values) * (1 + args.peak_margin))}")
+                basis.append(f"peak {phase} reserved {max(values):,} (spread {_spread(values):,.0f})")
+        ratios = ratios_of.pop((hardware, config), [])       # a CPU's ratios go to its CPU class's table
+        if ratios and latency:
+            lines.append(f"latency_ratio_max = {_ceiling(ratios, args.latency_margin)}")
             basis.append(f"step {min(ratios):.2f}-{max(ratios):.2f}x BF16")
-        period = min(dates) if min(dates) == max(dates) else f"{min(dates)}..{max(dates)}"
-        print(f'basis = "{", ".join(basis)}, {period}"')
+        _print_table(hardware, config, lines, [f"{len(recs)} run(s)"] + basis, dates)
+        classes: dict[str, list] = {}
+        for r in recs:
+            if r.device == "cpu" and r.environment.get("cpu_class"):
+                classes.setdefault(r.environment["cpu_class"], []).append(r)
+        if len(classes) > 1:       # floors that one class alone holds higher than the hardware class's
+            general = _floor_values(recs, args)
+            for cpu_class, own in classes.items():
+                mine = _floor_values(own, args)
+                sharper = [k for k in mine if mine[k] is not None and general[k] is not None
+                           and mine[k] - general[k] >= (args.ssim_margin if k == "ssim_min" else args.psnr_margin)]
+                if sharper:
+                    own_lines, own_basis = _floors(own, args)
+                    by_class[(cpu_class, config)] = ([ln for ln in own_lines if ln.split(" = ")[0] in sharper],
+                                                     [f"{len(own)} run(s)"] + own_basis)
+    if latency:
+        for key, ratios in ratios_of.items():
+            lines, basis = by_class.setdefault(key, ([], [f"{len(ratios)} run(s)"]))
+            lines.insert(0, f"latency_ratio_max = {_ceiling(ratios, args.latency_margin)}")
+            basis.append(f"step {min(ratios):.2f}-{max(ratios):.2f}x BF16")
+    for (cpu_class, config), (lines, basis) in by_class.items():
+        _print_table(cpu_class, config, lines, basis, dates)
     return 0
+
+
+def _floor_values(recs: list, args) -> dict[str, float | None]:
+    ssims = [v["ssim"] for r in recs for v in r.similarity.values()]
+    psnrs = [v["psnr"] for r in recs for v in r.similarity.values()]
+    return {"ssim_min": _floor(ssims, args.ssim_margin, 4),
+            "psnr_min": None if all(v is None for v in psnrs) else _floor(psnrs, args.psnr_margin, 2)}
+
+
+def _floors(recs: list, args) -> tuple[list[str], list[str]]:
+    """The image floors of `recs` as TOML lines, and what they rest on."""
+    lines = [f"{k} = {v}" for k, v in _floor_values(recs, args).items() if v is not None]
+    per_run = [r.min_similarity("ssim") for r in recs if r.similarity]
+    basis = [f"SSIM {min(per_run):.4f} (spread {_spread(per_run):.4f})"] if per_run else []
+    return lines, basis
+
+
+def _print_table(hardware: str, config: str, lines: list[str], basis: list[str], dates: list[str]) -> None:
+    print(f'\n["{hardware}"."{config}"]')
+    for line in lines:
+        print(line)
+    print(f'basis = "{", ".join(basis)}, {_period(dates)}"')
+
+
+def _ceiling(ratios: list[float], margin: float) -> float:
+    return math.ceil(max(ratios) * (1 + margin) * 100) / 100
+
+
+def _period(dates: list[str]) -> str:
+    return min(dates) if min(dates) == max(dates) else f"{min(dates)}..{max(dates)}"
 
 
 def cmd_reference_table(args) -> int:

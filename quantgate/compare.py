@@ -48,7 +48,7 @@ class Run:
     path: Path                      # the results.json
     data: dict
     records: dict[str, CaseRecord]
-    latency: dict[str, float]       # case -> median seconds of a timed denoising call
+    latency: dict[str, float]       # case -> median seconds of a timed denoising call (CPU time on a CPU)
     latency_source: str
     references: dict[str, CaseRecord]   # case -> its reference's record in this run
 
@@ -87,8 +87,13 @@ def load_run(path: Path) -> Run:
     data, records = read_results(results)
     bench = _benchmark_medians(results.parent)
     own = {r.case: statistics.median(r.denoise_s) for r in records if r.denoise_s}
-    return Run(results, data, {r.case: r for r in records}, bench or own,
-               "pytest-benchmark" if bench else "case process", references_by_case(records))
+    # a CPU case's one-thread calls: their CPU time, which a busy neighbour barely moves (wall time it doubles)
+    cpu = {r.case: statistics.median(r.denoise_cpu_s) for r in records if r.device == "cpu" and r.denoise_cpu_s}
+    wall = bench or own
+    source = "pytest-benchmark" if bench else "case process"
+    if cpu:
+        source = "CPU time in the case process" + (f" (CPU cases; others {source})" if set(wall) - set(cpu) else "")
+    return Run(results, data, {r.case: r for r in records}, {**wall, **cpu}, source, references_by_case(records))
 
 
 @dataclass
@@ -120,10 +125,11 @@ def _latency_of(run: Run, case: str, basis: str) -> float | None:
 
 
 def compare_runs(base: Run, cand: Run, th: dict) -> list[Finding]:
-    hw_base, hw_cand = base.environment.get("hardware"), cand.environment.get("hardware")
-    if hw_base != hw_cand:
-        raise CompareError(f"{base.path} ran on {hw_base} and {cand.path} on {hw_cand}: figures of other hardware "
-                           "classes are not comparable; run both on one class")
+    for key, what in (("hardware", "hardware classes"), ("cpu_class", "CPU classes (instruction sets)")):
+        x, y = base.environment.get(key), cand.environment.get(key)
+        if x != y and not (key == "cpu_class" and base.environment.get("gpu")):
+            raise CompareError(f"{base.path} ran on {x} and {cand.path} on {y}: figures of other {what} are not "
+                               "comparable; run both on one class")
     out: list[Finding] = []
     for case, b in base.records.items():
         c = cand.records.get(case)
@@ -187,7 +193,9 @@ def markdown(base: Run, cand: Run, th: dict, findings: list[Finding]) -> str:
         f"- base: `{base.path}` ({base.data.get('started')})",
         f"- candidate: `{cand.path}` ({cand.data.get('started')})",
         f"- hardware class: {base.environment.get('hardware')}"
-        + (f"; GPU {base.environment.get('gpu')}" if base.environment.get("gpu") else ""),
+        + (f"; GPU {base.environment.get('gpu')}" if base.environment.get("gpu") else "")
+        + (f"; CPU class {base.environment['cpu_class']}" if base.environment.get("cpu_class")
+           and not base.environment.get("gpu") else ""),
         f"- packages changed: {', '.join(changed) if changed else 'none'}",
         f"- thresholds: memory +{th['memory_growth_max']:.0%}, latency +{th['latency_growth_max']:.0%} "
         f"({th['latency_basis']}; base from {base.latency_source}, candidate from {cand.latency_source}), "

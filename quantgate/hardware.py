@@ -9,6 +9,10 @@ import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+# limits on the instruction sets torch, oneDNN and MKL use: recorded when set (with the first two,
+# any x86-64 CPU runs the AVX2 kernels: how this project measures the AVX2 class on other machines)
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
 TRACKED_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "torchao",
                     "optimum-quanto", "bitsandbytes", "gguf", "numpy", "scikit-image", "pytest",
                     "pytest-benchmark")
@@ -36,13 +40,61 @@ def cpu_model() -> str:
 
 
 def hardware_class(device: str) -> str:
-    """'cpu-x86_64', 'cuda-sm90', ...: one class's numbers are never judged against another's."""
+    """'cpu-x86_64', 'cuda-sm90', ...: keys baselines, image floors and weight ceilings; one class's
+    numbers are never judged against another's. On a CPU, what varies with its instruction set
+    (speed) is keyed by the finer cpu_class()."""
     if device == "cpu":
         return f"cpu-{platform.machine()}"
     import torch
 
     major, minor = torch.cuda.get_device_capability()
     return f"cuda-sm{major}{minor}"
+
+
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) under which its AMX kernels are still allowed
+_AMX_ISAS = {"ALL", "DEFAULT", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX",
+             "AVX10_1_512_AMX_FP16", "AVX10_2_512_AMX_2"}
+
+
+def cpu_features() -> dict:
+    """What this process's torch really runs on the CPU: ATen's vector capability (after any
+    ATEN_CPU_CAPABILITY limit), the BF16 instructions the processor has (AVX512_BF16, AMX tiles),
+    whether oneDNN's fast BF16 kernels are in use (after any ONEDNN_MAX_CPU_ISA limit), and from
+    those whether BF16 matmuls and convolutions run natively. Without native BF16, oneDNN has no
+    BF16 convolution kernel and torch falls back to slow reference code (measured: tiny-flux's VAE
+    decode 42 s in BF16 against 0.16 s in float32 with AVX2 kernels)."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    cpu = getattr(torch, "cpu", None)
+
+    def has(name: str) -> bool:
+        probe = getattr(cpu, name, None)
+        try:
+            return bool(probe()) if probe is not None else False
+        except Exception:
+            return False
+
+    try:
+        onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        onednn_bf16 = False
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    avx512_bf16, amx = has("_is_avx512_bf16_supported"), has("_is_amx_tile_supported") and isa in _AMX_ISAS
+    native = capability.startswith("AVX512") and onednn_bf16 and (avx512_bf16 or amx)
+    return {"capability": capability, "avx512_bf16": avx512_bf16, "amx": amx, "onednn_bf16": onednn_bf16,
+            "bf16_native": native}
+
+
+def cpu_class(features: dict | None = None) -> str:
+    """The CPU's class for what depends on its instruction set, latency above all:
+    'cpu-x86_64-avx512-amx', 'cpu-x86_64-avx512-bf16' (native BF16 without AMX), 'cpu-x86_64-avx512',
+    'cpu-x86_64-avx2', ... Two machines of one class run the same kernels."""
+    f = features or cpu_features()
+    name = f"cpu-{platform.machine()}-{f['capability'].lower()}"
+    if f["bf16_native"]:
+        name += "-amx" if f["amx"] else "-bf16"
+    return name
 
 
 def environment(device: str) -> dict:
@@ -57,6 +109,13 @@ def environment(device: str) -> dict:
         "packages": package_versions(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    features = cpu_features()
+    env["cpu_features"] = features
+    env["cpu_class"] = cpu_class(features)
+    env["isa_limits"] = {k: os.environ[k] for k in ISA_LIMITS if os.environ.get(k)}
+    import torch
+
+    env["torch_threads"] = torch.get_num_threads()
     if device == "cuda":
         import torch
 

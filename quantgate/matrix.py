@@ -11,7 +11,7 @@ Every error names the file, the entry and the field.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import DataFileError
@@ -74,10 +74,21 @@ class ModelSpec:
     configs: tuple[str, ...] | None = None      # only these configurations (default: all that allow it)
     latency_rounds: int | None = None           # timed denoising calls (default: the matrix's)
     borrows: str | None = None                  # a checkpoint: the models.toml model whose settings it uses
+    cpu_float32: tuple[str, ...] = ()           # components that run in float32 on a CPU (not under test)
+    latency_steps: int | None = None            # denoising steps of a timed call (default: steps)
+    cpu_threads: int | None = None              # torch threads of a case's process on a CPU (default: torch's)
+
+    @property
+    def timed_steps(self) -> int:
+        return self.latency_steps or self.steps
 
     @property
     def config_dir(self) -> Path:
         return self.fixtures_dir / "models" / self.name
+
+    def float32_components(self, device: str) -> tuple[str, ...]:
+        """The components this model runs in float32 on `device` (the same for every configuration)."""
+        return self.cpu_float32 if device == "cpu" else ()
 
     def images(self) -> list[tuple[Prompt, int]]:
         """Every (prompt, seed) pair the model is judged on, in a fixed order."""
@@ -105,6 +116,9 @@ MODEL_FIELDS = [
           check=lambda v: _unique(v) or (None if v else "must name at least one device")),
     Field("configs", list, item_kind=str, required=False, check=_unique),
     Field("latency_rounds", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("cpu_float32", list, item_kind=str, required=False, default=list, choices=COMPONENTS, check=_unique),
+    Field("latency_steps", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("cpu_threads", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
 ]
 PROMPT_FIELDS = [Field("text", str, check=lambda v: None if v.strip() else "must not be empty")]
 
@@ -137,7 +151,8 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             prompts=tuple(prompts[p] for p in v["prompts"]), seeds=tuple(v["seeds"]), seed=v["seed"],
             fixtures_dir=fixtures_dir, devices=tuple(v["devices"] or DEVICES),
             configs=tuple(v["configs"]) if v["configs"] is not None else None,
-            latency_rounds=v["latency_rounds"])
+            latency_rounds=v["latency_rounds"], cpu_float32=tuple(v["cpu_float32"]),
+            latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"])
     if not models:
         raise DataFileError(path, None, None, "defines no model")
     return models
@@ -215,6 +230,7 @@ DEFAULTS_FIELDS = [
           check=lambda v: None if v >= 0 else "must not be negative"),
     Field("shrink_ratio_max", float, required=False, default=0.98,
           check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+    Field("latency_yardstick", list, item_kind=str, required=False, default=list, choices=DEVICES, check=_unique),
 ]
 
 
@@ -287,6 +303,13 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             memory_limit_gib=v["memory_limit_gib"] if v["memory_limit_gib"] is not None else defaults["memory_limit_gib"]))
     known = {c.id for c in configs}
     for model in models.values():
+        for c in configs:
+            clash = [n for n in c.components if n in model.cpu_float32]
+            if clash and "cpu" in c.devices and "cpu" in model.devices and _runs(model, c):
+                raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "cpu_float32",
+                                    f"{clash[0]!r} runs in float32 on the CPU, but configuration {c.id!r} of "
+                                    f"{path} quantizes it there: take it out of cpu_float32, or limit {c.id!r} "
+                                    "to other models or devices")
         for config_id in model.configs or ():
             if config_id not in known:
                 raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "configs",
@@ -363,6 +386,30 @@ EXPECTATION_FIELDS = [
     Field("latency_ratio_max", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("basis", str, required=False, default=""),
 ]
+
+
+def expectation_classes(hardware: str | None, environment: dict | None) -> list[str]:
+    """The expectation tables a record is judged by, general to specific: its hardware class
+    (images, bytes, GPU memory), then on a CPU its CPU class (latency: quantgate.hardware.cpu_class)."""
+    classes = [hardware] if hardware else []
+    cpu_class = (environment or {}).get("cpu_class")
+    if (environment or {}).get("device") == "cpu" and cpu_class and cpu_class not in classes:
+        classes.append(cpu_class)
+    return classes
+
+
+def expectation_for(tables: dict[str, dict[str, Expectation]], classes: list[str],
+                    config_id: str) -> Expectation | None:
+    """The expectation of `config_id` from the tables of `classes`, a later (more specific) class's
+    fields overriding an earlier one's; None where no class has a table for it."""
+    found = [tables[hw][config_id] for hw in classes if config_id in tables.get(hw, {})]
+    if not found:
+        return None
+    merged = {name: None for name in Expectation.__dataclass_fields__}
+    for exp in found:
+        merged.update({k: v for k, v in asdict(exp).items() if v not in (None, "")})
+    merged["basis"] = "; ".join(e.basis for e in found if e.basis)
+    return Expectation(**merged)
 
 
 def expectations_path(fixtures_dir: Path, model: str) -> Path:

@@ -24,7 +24,7 @@ class MergeError(QuantgateError):
 
 def _identity(env: dict) -> dict:
     return {"hardware": env.get("hardware"), "gpu": env.get("gpu"), "driver": env.get("driver"),
-            "packages": env.get("packages")}
+            "packages": env.get("packages"), "cpu_class": None if env.get("gpu") else env.get("cpu_class")}
 
 
 def _measured(rec: CaseRecord) -> dict:

@@ -12,12 +12,13 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from .errors import BackendImportError, BaselineError, DoesNotFit, QuantgateError
-from .matrix import (MARKERS, Case, build_cases, expectations_path, load_defaults, load_expectations, load_matrix,
-                     load_models)
+from .matrix import (MARKERS, Case, build_cases, expectation_classes, expectation_for, expectations_path,
+                     load_defaults, load_expectations, load_matrix, load_models)
 from .runner import KnownFailureReproduced, Runner
 
 AFTER_CASE = "qg_after_case"     # marks the test that closes its case: it runs last of the case's tests
@@ -97,7 +98,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     gate = config.pluginmanager.get_plugin("quantgate-session")
     env = gate.environment_of_cases() if gate is not None else None
     if env:
-        machine_info["quantgate"] = {k: env.get(k) for k in ("hardware", "gpu", "driver", "cuda", "cpu", "cores",
+        machine_info["quantgate"] = {k: env.get(k) for k in ("hardware", "cpu_class", "gpu", "driver", "cuda", "cpu", "cores",
                                                                "packages")}
 
 
@@ -456,24 +457,57 @@ class GateSession:
             return self._guard(case, self.runner.denoise)
         return self._guard(case, self.runner.call, "denoise")
 
-    def latency_ratio(self, case: Case) -> tuple[float, float, float]:
-        """(ratio, the case's ms per step, the reference's ms per step): the case's fastest denoising
-        call over its BF16 reference's fastest, both timed in this session, each over at least the
-        model's latency_rounds calls: where fewer were timed (a filtered run, or --benchmark-disable,
-        which times one), the rest are timed here."""
-        from .results import latency_ratio
+    def uses_yardstick(self, case: Case) -> bool:
+        """Whether the case's timed calls alternate with its reference's (matrix [defaults]
+        latency_yardstick names the devices where they do)."""
+        return not case.config.is_reference and case.device in self.defaults()["latency_yardstick"]
+
+    def reference_beside(self, case: Case):
+        """For pytest-benchmark's pedantic `setup`: a function that times one call of the case's BF16
+        reference in its yardstick before each of the case's timed calls (returns None, as `setup`
+        must); None where the case uses no yardstick."""
+        if not self.uses_yardstick(case):
+            return None
+
+        def one_reference_call() -> None:
+            self._guard(case, self.runner.yardstick_denoise)
+
+        return one_reference_call
+
+    def latency_rounds(self, case: Case) -> int:
+        return case.model.latency_rounds or self.defaults()["latency_rounds"]
+
+    def latency_ratio(self, case: Case) -> "LatencyRatio":
+        """The case's fastest denoising
+        call over its BF16 reference's fastest, each over at least the model's latency_rounds calls:
+        where fewer were timed (a filtered run, or --benchmark-disable, which times one), the rest are
+        timed here. With a yardstick the reference's calls alternate with the case's; without, they are
+        the reference case's own, timed earlier in this session."""
+        from .results import latency_clock, latency_ratio, timed_calls
 
         reference = self.reference_of(case)
-        rounds = case.model.latency_rounds or self.defaults()["latency_rounds"]
-        for which in (reference, case):
-            timed = self.runner.record(which).denoise_s
-            if not timed:
-                self.denoise(which, record=False)            # warm-up
-            while len(timed) < rounds:
-                self.denoise(which)
-        mine, ref = self.runner.record(case), self.runner.record(reference)
-        per_step = lambda rec: min(rec.denoise_s) / rec.steps * 1000.0
-        return latency_ratio(mine, ref), per_step(mine), per_step(ref)
+        rounds = self.latency_rounds(case)
+        mine = self.runner.record(case)
+        if not mine.denoise_s:
+            self.denoise(case, record=False)                 # warm-up
+        if self.uses_yardstick(case):
+            beside = self.reference_beside(case)
+            while len(mine.denoise_s) < rounds or len(mine.yardstick_s) < rounds:
+                beside()
+                self.denoise(case)
+        else:
+            theirs = self.runner.record(reference).denoise_s
+            if not theirs:
+                self.denoise(reference, record=False)
+            while len(theirs) < rounds:
+                self.denoise(reference)
+            while len(mine.denoise_s) < rounds:
+                self.denoise(case)
+        ref = self.runner.record(reference)
+        clock = latency_clock(mine)
+        calls, theirs = timed_calls(mine, ref, clock)
+        return LatencyRatio(latency_ratio(mine, ref), min(calls) / mine.steps * 1000.0,
+                            min(theirs) / mine.steps * 1000.0, clock)
 
     def release(self, case: Case):
         """Close the case and say what it left behind (quantgate.leaks.Release; None if it never started)."""
@@ -483,12 +517,13 @@ class GateSession:
     def expectation(self, case: Case):
         _, _, _, expectations = self.data()
         rec = self.record(case)
-        per_hw = expectations.get(case.model.name, {}).get(rec.hardware, {})
-        if case.config.id not in per_hw:
+        found = expectation_for(expectations.get(case.model.name, {}),
+                                expectation_classes(rec.hardware, rec.environment), case.config.id)
+        if found is None:
             pytest.fail(f"no expectations for '{case.config.id}' on hardware class {rec.hardware}: add a table "
                         f"[\"{rec.hardware}\".\"{case.config.id}\"] to {expectations_path(self.fixtures_dir, case.model.name)} "
                         "(quantgate propose-expectations turns a result set into one)", pytrace=False)
-        return per_hw[case.config.id]
+        return found
 
     def model_identity(self, case: Case) -> str:
         from .checkpoints import identity
@@ -537,6 +572,18 @@ class GateSession:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, mode="RGB").save(path, format="PNG")
         return path
+
+
+class LatencyRatio(NamedTuple):
+    ratio: float
+    ms_per_step: float              # the case's fastest call, per step
+    reference_ms_per_step: float    # the reference's fastest call, per step
+    clock: str                      # 'cpu' (CPU time) or 'wall'
+
+    def describe(self) -> str:
+        what = "ms of CPU time" if self.clock == "cpu" else "ms"
+        return (f"{self.ms_per_step:.1f} {what} per step (fastest call) is {self.ratio:.2f}x BF16's "
+                f"{self.reference_ms_per_step:.1f} {what}")
 
 
 def _unwritable(folder: Path) -> str | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .matrix import expectation_classes, expectation_for
 from .results import GIB, CaseRecord, _fmt, latency_ratio, read_results, references_by_case
 
 DISPLAY_SIDE = 512
@@ -158,7 +159,7 @@ def build(results: Path, baselines_dir: Path, fixtures_dir: Path | None = None, 
     cases = []
     for r in sorted(records, key=lambda r: not _failed(r)):
         b = base_records.get(r.case)
-        exp = expectations.get(r.model, {}).get(str(r.hardware), {}).get(r.config)
+        exp = expectation_for(expectations.get(r.model, {}), expectation_classes(r.hardware, r.environment), r.config)
         prev = prev_records.get(r.case)
         cases.append({
             "record": r, "failed": _failed(r), "verdict": r.verdict(),

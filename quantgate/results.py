@@ -40,15 +40,20 @@ class CaseRecord:
     memory: dict = field(default_factory=dict)        # CUDA allocator bytes: load_peak_reserved, ...
     image_seconds: list = field(default_factory=list)
     denoise_s: list = field(default_factory=list)     # each timed denoising call, measured in the case
+    denoise_cpu_s: list = field(default_factory=list)  # the CPU seconds of each of those calls
+    yardstick_s: list = field(default_factory=list)   # the BF16 reference's calls timed alternately with
+                                                      # this case's (its yardstick process), where used
+    yardstick_cpu_s: list = field(default_factory=list)
     steps: int = 0
     environment: dict = field(default_factory=dict)
+    dtypes: dict = field(default_factory=dict)        # component -> compute dtype (quantgate.precision)
     tests: dict = field(default_factory=dict)         # test name -> passed | failed | skipped | xfailed | ...
     release: dict = field(default_factory=dict)       # how its process ended, what it left (quantgate.leaks)
 
     @classmethod
     def for_case(cls, case: Case) -> "CaseRecord":
         return cls(case=case.id, model=case.model.name, config=case.config.id, backend=case.config.backend,
-                   device=case.device, components=list(case.config.components), steps=case.model.steps)
+                   device=case.device, components=list(case.config.components), steps=case.model.timed_steps)
 
     # -------------------------------------------------------------- derived figures
     def quantized_bytes(self) -> int | None:
@@ -91,13 +96,34 @@ class CaseRecord:
         return min(values) if values else None
 
 
+def latency_clock(record: CaseRecord) -> str:
+    """'cpu' where a case's timed calls and its reference's carry CPU times (a CPU case: on one
+    thread, a call's CPU time is its own work, whatever else the machine runs), else 'wall'."""
+    return "cpu" if record.device == "cpu" and record.denoise_cpu_s else "wall"
+
+
+def timed_calls(record: CaseRecord, reference: CaseRecord | None, clock: str) -> tuple[list, list]:
+    """(the case's timed calls, the reference's it is measured against) in seconds of `clock`: the
+    reference's calls timed alternately with the case's (its yardstick) where there are any, else the
+    reference case's own."""
+    mine = record.denoise_cpu_s if clock == "cpu" else record.denoise_s
+    beside = record.yardstick_cpu_s if clock == "cpu" else record.yardstick_s
+    if beside:
+        return mine, beside
+    if reference is None:
+        return mine, []
+    return mine, reference.denoise_cpu_s if clock == "cpu" else reference.denoise_s
+
+
 def latency_ratio(record: CaseRecord, reference: CaseRecord | None) -> float | None:
-    """A case's fastest timed denoising call over its reference's, both timed in the same session.
-    The fastest, not the median: a busy machine only ever adds time to a call, so the fastest calls
-    of the two are the ones least disturbed by whatever else ran while each was timed."""
-    if reference is None or not record.denoise_s or not reference.denoise_s:
+    """A case's fastest timed denoising call over its reference's fastest, both timed in the same
+    session, in CPU time on a CPU (latency_clock) and wall time elsewhere; where a yardstick was used,
+    the reference's calls alternated with the case's in one window. The fastest, not the median: a
+    busy machine only ever adds time to a call."""
+    mine, theirs = timed_calls(record, reference, latency_clock(record))
+    if not mine or not theirs:
         return None
-    return min(record.denoise_s) / min(reference.denoise_s)
+    return min(mine) / min(theirs)
 
 
 def references_by_case(records: list[CaseRecord]) -> dict[str, CaseRecord]:
@@ -145,14 +171,16 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
         f"- machine: {environment.get('cpu', '?')}, {environment.get('cores', '?')} cores"
         + (f"; GPU {environment['gpu']}, driver {environment.get('driver')}, CUDA {environment.get('cuda')}"
            if environment.get("gpu") else ""),
-        f"- hardware class: {environment.get('hardware', '?')}",
+        f"- hardware class: {environment.get('hardware', '?')}"
+        + (f"; CPU class {environment['cpu_class']}" if environment.get("cpu_class") else ""),
         f"- python {environment.get('python', '?')}; {versions}",
         "",
         "Weight bytes are real bytes of the quantized components (torchao/quanto tensor subclasses "
         "flattened, bitsandbytes state included); ratio is to the same components in BF16. SSIM and PSNR "
         "are the minimum over the model's prompts against the stored BF16 baselines. Step time is the "
-        "median denoising call (measured inside the case's process, device synchronized) over steps; "
-        "x BF16 step is the case's fastest call over the BF16 reference's fastest, timed in the same session.",
+        "median denoising call (measured inside the case's process, device synchronized) over its steps; "
+        "x BF16 step is the case's fastest call over the BF16 reference's fastest, timed in the same session "
+        "(on a CPU: CPU time of one-thread calls, each after a reference call timed beside it).",
         "",
         "| case | tests | SSIM | PSNR dB | quantized weight bytes | ratio to BF16 | step ms | x BF16 step | load s |",
         "|---|---|---|---|---|---|---|---|---|",

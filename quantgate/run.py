@@ -96,6 +96,10 @@ class CaseSession:
             import torch
 
             torch.cuda.init()         # now: a process that cannot use CUDA fails its start, not its load
+        if case.device == "cpu" and case.model.cpu_threads:
+            import torch
+
+            torch.set_num_threads(case.model.cpu_threads)
 
     # -------------------------------------------------------------- load
     def check_fits(self, needed_bytes: int | None) -> None:
@@ -137,13 +141,19 @@ class CaseSession:
                 for name in cfg.components:
                     getattr(pipe, name).enable_layerwise_casting(
                         storage_dtype=getattr(torch, cfg.settings["storage_dtype"]), compute_dtype=dtype)
+            from .precision import run_in_float32
+
+            for name in self.case.model.float32_components(self.case.device):
+                run_in_float32(getattr(pipe, name))
             place(pipe, cfg.placement, self.case.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         from .hardware import environment
+        from .precision import component_dtypes
 
         return {"load_s": time.perf_counter() - started, "components": self.weights(),
-                "memory": dict(self.memory), "environment": environment(self.case.device)}
+                "memory": dict(self.memory), "environment": environment(self.case.device),
+                "dtypes": component_dtypes(pipe)}
 
     def _load_component(self, name: str, cls: type, dtype):
         cfg = self.case.config
@@ -190,9 +200,15 @@ class CaseSession:
                 images[image_key(prompt.id, seed)] = (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
         return {"images": images, "seconds": seconds, "memory": dict(self.memory)}
 
-    def denoise(self) -> float:
-        """One denoising call (transformer loop + scheduler, prompt embeddings precomputed, no VAE);
-        returns its seconds, the device synchronized before the clock is read."""
+    def denoise(self) -> dict:
+        """One denoising call of the model's timed_steps (transformer loop + scheduler, prompt
+        embeddings precomputed, no VAE): {"wall_s": its seconds, the device synchronized before the
+        clock is read, "cpu_s": the CPU time this process spent in it}."""
+        cpu_started = time.process_time()
+        wall = self._denoise()
+        return {"wall_s": wall, "cpu_s": time.process_time() - cpu_started}
+
+    def _denoise(self) -> float:
         import torch
 
         if self._embeds is None:
@@ -207,7 +223,7 @@ class CaseSession:
         started = time.perf_counter()
         self.pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, output_type="latent",
                   generator=torch.Generator("cpu").manual_seed(self.case.model.seeds[0]),
-                  **self._call_kwargs())
+                  **{**self._call_kwargs(), "num_inference_steps": self.case.model.timed_steps})
         _sync(self.case.device)
         return time.perf_counter() - started
 

@@ -39,6 +39,14 @@ def _status_of(exc: Exception) -> str:
     return "failed"
 
 
+def _timing(out) -> tuple[float, float | None]:
+    """(wall seconds, CPU seconds or None) of a session's denoise(): a dict {wall_s, cpu_s}, or the
+    plain seconds a CaseSession subclass of an older kind returns."""
+    if isinstance(out, dict):
+        return out["wall_s"], out.get("cpu_s")
+    return out, None
+
+
 class Runner:
     def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
                  session_factory: str = DEFAULT_SESSION, on_case_closed=None, needed_of=None,
@@ -56,6 +64,7 @@ class Runner:
         self._failures: dict[str, Exception] = {}
         self._images: dict[str, dict] = {}
         self._active: tuple[str, object, float] | None = None    # (case id, handle, opened at)
+        self._yardstick: tuple[str, object] | None = None        # (reference case id, handle)
 
     # -------------------------------------------------------------- models
     def model_dir(self, case: Case) -> Path:
@@ -121,6 +130,7 @@ class Runner:
         rec.load_s, rec.weights = info["load_s"], info["components"]
         rec.memory.update(info.get("memory", {}))
         rec.environment, rec.hardware = info["environment"], info["environment"]["hardware"]
+        rec.dtypes = info.get("dtypes", {})
         if reference is not None:
             rec.reference_bytes = {c: v["bytes"] for c, v in self.record(reference).weights.items()}
         return handle
@@ -152,9 +162,54 @@ class Runner:
         return self._images[case.id]
 
     def denoise(self, case: Case) -> float:
-        seconds = self.call(case, "denoise")
-        self.record(case).denoise_s.append(seconds)
-        return seconds
+        """Time one denoising call of the case; keep its wall and CPU seconds in its record."""
+        wall, cpu = _timing(self.call(case, "denoise"))
+        rec = self.record(case)
+        rec.denoise_s.append(wall)
+        if cpu is not None:
+            rec.denoise_cpu_s.append(cpu)
+        return wall
+
+    # -------------------------------------------------------------- the yardstick
+    def yardstick_denoise(self, case: Case) -> float:
+        """Time one denoising call of the case's BF16 reference in its yardstick, and keep it in the
+        case's record (yardstick_s). The yardstick is a second process running the reference, kept
+        open beside the cases of one model and device, so that the reference's timed calls can
+        alternate with each case's own: a neighbour that comes and goes then slows both alike."""
+        reference = self.reference_of(case) if self.reference_of else None
+        if reference is None:
+            raise QuantgateError(f"{case.id} has no reference case to time beside it")
+        try:
+            handle = self._yardstick_for(reference)
+            wall, cpu = _timing(handle.call("denoise"))
+        except Exception as exc:
+            self.close_yardstick(kill=True)
+            raise QuantgateError(f"{case.id}: timing its BF16 reference ({reference.id}) beside it failed: "
+                                 f"{exc}") from exc
+        rec = self.record(case)
+        rec.yardstick_s.append(wall)
+        if cpu is not None:
+            rec.yardstick_cpu_s.append(cpu)
+        return wall
+
+    def _yardstick_for(self, reference: Case):
+        if self._yardstick is not None and self._yardstick[0] == reference.id:
+            handle = self._yardstick[1]
+            handle.renew_budget()
+            return handle
+        self.close_yardstick()
+        handle = open_case(reference, self.model_dir(reference), self.cache_root, self.isolation,
+                           self.session_factory, self.leak_tolerance)
+        self._yardstick = (reference.id, handle)
+        handle.call("load")
+        handle.call("denoise")               # warm-up, as for every timed case
+        return handle
+
+    def close_yardstick(self, kill: bool = False) -> None:
+        if self._yardstick is not None:
+            _, handle = self._yardstick
+            self._yardstick = None
+            handle.close(kill=kill)
 
     def close_active(self, kill: bool = False) -> None:
         if self._active is not None:
@@ -174,3 +229,4 @@ class Runner:
 
     def close(self) -> None:
         self.close_active()
+        self.close_yardstick()

@@ -15,9 +15,10 @@ from quantgate.compare import CompareError, compare_runs, load_run, load_thresho
 
 from .conftest import REPO, UNCHANGED_CONFIGS
 
-# On 2-core CI runners a configuration's step time moved by up to 16% between runs on one machine
-# (results/latency-ratio-cpu-x86_64.md); these tests judge a 3x slowdown, so latency may move 50%.
-CPU_RUNNER = "[thresholds]\nlatency_growth_max = 0.5\n"
+# Beside a busy neighbour a one-thread call's CPU time moved by a few percent between runs, its wall
+# time up to 2x (docs/cpu-classes.md); these tests judge a planted 1.5x slowdown with CPU time, so
+# latency may move 25%.
+CPU_RUNNER = "[thresholds]\nlatency_growth_max = 0.25\n"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_an_unchanged_candidate_passes(runs, capsys):
     assert code == 0, report
     assert report.startswith("# quantgate compare: **no regression**")
     assert "packages changed: none" in report
-    assert "pytest-benchmark" in report              # latency from pytest-benchmark's saved data
+    assert "CPU time in the case process" in report      # a CPU case's latency: CPU time of its one-thread calls
 
 
 def test_planted_memory_growth_slowdown_and_image_drift_each_fail(runs, capsys):
@@ -51,7 +52,7 @@ def test_planted_memory_growth_slowdown_and_image_drift_each_fail(runs, capsys):
     assert report.startswith("# quantgate compare: **REGRESSION**")
     regressions = report.split("## Regressions")[1].split("## ")[0]
     assert "| tiny-flux-torchao-int8wo-cpu | memory | weight bytes grew more than 2% |" in regressions
-    assert "| tiny-flux-quanto-int8-cpu | latency | median denoising call (absolute) slower by more than 50% |" \
+    assert "| tiny-flux-torchao-int8wo-cpu | latency | median denoising call (absolute) slower by more than 25% |" \
         in regressions
     assert "| tiny-flux-quanto-int8-cpu | ssim | lowest SSIM fell by more than 0.005 |" in regressions
     assert "| tiny-flux-quanto-int8-cpu | new failure | test_quantized_image_close_to_bf16_baseline failed |" \
@@ -76,12 +77,12 @@ def test_a_configuration_that_vanished_is_a_regression(runs, tmp_path, capsys):
 
 def test_latency_can_be_judged_as_a_ratio_to_bf16(runs, tmp_path):
     th = tmp_path / "ratio.toml"
-    th.write_text('[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.5\n')
+    th.write_text('[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n')
     findings = compare_runs(load_run(runs["base"]), load_run(runs["planted"]), load_thresholds(th))
     latency = {f.case: f for f in findings if f.what == "latency"}
-    slowed = latency["tiny-flux-quanto-int8-cpu"]          # planted 3x slower: about 3x its ratio to BF16
+    slowed = latency["tiny-flux-torchao-int8wo-cpu"]       # planted 1.5x slower: about 1.5x its ratio to BF16
     assert slowed.base.endswith("x BF16") and slowed.candidate.endswith("x BF16")
-    assert 2.0 < float(slowed.candidate[:-7]) / float(slowed.base[:-7]) < 4.5
+    assert 1.3 < float(slowed.candidate[:-7]) / float(slowed.base[:-7]) < 1.7
 
 
 def test_results_of_another_hardware_class_are_refused(runs, tmp_path):
@@ -136,9 +137,11 @@ def test_a_candidate_lock_refuses_unknown_packages_and_the_current_lock_as_outpu
 def test_benchmark_data_is_stored_per_hardware_class_with_the_environment(runs):
     """pytest-benchmark's storage gets the hardware class (qg_benchmark_per_class in pyproject), and its
     machine_info carries the environment the cases measured in."""
-    saved = sorted((runs["base"].parent / "storage" / "cpu-x86_64").glob("*/0001_*.json"))
+    from quantgate.hardware import cpu_class
+
+    saved = sorted((runs["base"].parent / "storage" / cpu_class()).glob("*/0001_*.json"))
     assert len(saved) == 1, list((runs["base"].parent / "storage").rglob("*.json"))
     info = json.loads(saved[0].read_text())["machine_info"]["quantgate"]
-    assert info["hardware"] == "cpu-x86_64" and info["packages"]["diffusers"]
+    assert info["hardware"] == "cpu-x86_64" and info["cpu_class"] == cpu_class() and info["packages"]["diffusers"]
     beside = json.loads((runs["base"] / "benchmark.json").read_text())
     assert {b["extra_info"]["case"] for b in beside["benchmarks"]} == {f"tiny-flux-{c}-cpu" for c in UNCHANGED_CONFIGS}
