@@ -84,7 +84,10 @@ def test_the_shipped_latency_ceilings_are_keyed_by_cpu_class():
     data = tomllib.loads((REPO / "fixtures" / "expectations" / "tiny-flux.toml").read_text())
     assert not any("latency_ratio_max" in entry for entry in data["cpu-x86_64"].values()), \
         "latency ceilings belong to a CPU class, not to every x86-64 CPU"
-    assert {"cpu-x86_64-avx2", "cpu-x86_64-avx512-bf16"} <= set(data)
+    assert "cpu-x86_64-avx512-bf16" in data
+    # AVX2 was measured only with the kernels limited to AVX2 on an AVX-512 machine: its ratios are in
+    # docs/cpu-classes.md, not here, until an AVX2 machine measures them
+    assert "cpu-x86_64-avx2" not in data
 
 
 @pytest.fixture(scope="module")
