@@ -14,7 +14,7 @@ from quantgate.matrix import Case, load_matrix, load_models, reference_config
 from quantgate.modelcache import ensure_synthetic
 from quantgate.run import CaseSession
 
-from .conftest import REPO
+from .conftest import REPO, latency_gated_here
 
 TRANSFORMER_MODULES = ["transformer_blocks", "single_transformer_blocks", "x_embedder", "context_embedder",
                        "time_text_embed", "norm_out", "proj_out"]
@@ -163,11 +163,13 @@ def test_planted_slowdown_of_half_again_fails_the_latency_ratio_beside_a_busy_ne
 def test_an_unchanged_stack_passes_three_times_in_a_row_beside_a_busy_neighbour(unchanged_runs):
     """bf16, torchao int8 and quanto int8, every test, pytest-benchmark on, one busy process per core
     beside the gate: green three times running."""
+    skipped = 0 if latency_gated_here() else 2        # a CPU class without ceilings: its 2 ratios recorded
     for attempt, (out, done) in enumerate(unchanged_runs):
         summary = done.stdout.strip().splitlines()[-1]
         assert done.returncode == 0, (attempt, done.stdout[-3000:])
-        assert " 19 passed" in f" {summary}", (attempt, summary)           # 2 x 7 + 5 tests: every one
-        assert not re.search(r"failed|error|skipped|xfail", summary), (attempt, summary)
+        assert f" {19 - skipped} passed" in f" {summary}", (attempt, summary)     # 2 x 7 + 5 tests: every one
+        assert (f" {skipped} skipped" in summary) if skipped else "skipped" not in summary, (attempt, summary)
+        assert not re.search(r"failed|error|xfail", summary), (attempt, summary)
 
 
 def test_latency_records_survive_process_isolation(unchanged_runs):
