@@ -241,7 +241,7 @@ def load_defaults(fixtures_dir: Path) -> dict:
 
 
 def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[BackendConfig]:
-    from .backends import check_settings   # the backend module owns its settings' schema
+    from .backends import check_settings  # the backend module owns its settings' schema
 
     path = Path(fixtures_dir) / "matrix.toml"
     data = read_toml(path)

@@ -17,8 +17,18 @@ from typing import NamedTuple
 import pytest
 
 from .errors import BackendImportError, BaselineError, DoesNotFit, QuantgateError
-from .matrix import (MARKERS, Case, build_cases, expectation_classes, expectation_for, expectations_path,
-                     load_defaults, load_expectations, load_matrix, load_models)
+from .matrix import (
+    MARKERS,
+    Case,
+    build_cases,
+    expectation_classes,
+    expectation_for,
+    expectations_path,
+    load_defaults,
+    load_expectations,
+    load_matrix,
+    load_models,
+)
 from .runner import KnownFailureReproduced, Runner
 
 AFTER_CASE = "qg_after_case"     # marks the test that closes its case: it runs last of the case's tests

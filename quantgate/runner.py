@@ -11,8 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import (BackendImportError, CaseCrashed, CaseFailed, CaseOutOfMemory, CaseTimedOut, DoesNotFit,
-                     QuantgateError)
+from .errors import (
+    BackendImportError,
+    CaseCrashed,
+    CaseFailed,
+    CaseOutOfMemory,
+    CaseTimedOut,
+    DoesNotFit,
+    QuantgateError,
+)
 from .isolation import open_case
 from .leaks import DEFAULT_TOLERANCE
 from .matrix import Case

@@ -12,7 +12,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from quantgate.merge import MEASURED as FIGURES   # what must be identical wherever a case ran
+from quantgate.merge import MEASURED as FIGURES  # what must be identical wherever a case ran
 from quantgate.results import read_results
 
 
@@ -43,8 +43,8 @@ def main() -> None:
     print(f"GPU {env.get('gpu')}, driver {env.get('driver')}, CUDA {env.get('cuda')}; "
           + ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items())) + "\n")
     print("Identical: status, real weight bytes per component (and the reference's), CUDA allocator figures (peaks "
-          "and after-phase, load and inference) and SSIM/PSNR of every image, compared exactly. Step ms: median of the case's timed denoising "
-          "calls / steps. Within-run range: (slowest - fastest) / median of one run's timed calls.\n")
+          "and after-phase, load and inference) and SSIM/PSNR of every image, compared exactly. Step ms: median of "
+          "the case's timed denoising calls / steps. Within-run range: (slowest - fastest) / median of one run's timed calls.\n")
     print("| case | identical figures | step ms, first | step ms, second | change | within-run range, first / second |")
     print("|---|---|---|---|---|---|")
     changes, same = [], 0

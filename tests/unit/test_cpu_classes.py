@@ -16,8 +16,15 @@ import pytest
 
 from quantgate.errors import BaselineError, DataFileError
 from quantgate.hardware import cpu_class, cpu_features
-from quantgate.matrix import (Case, Expectation, expectation_classes, expectation_for, load_matrix,
-                              load_models, reference_config)
+from quantgate.matrix import (
+    Case,
+    Expectation,
+    expectation_classes,
+    expectation_for,
+    load_matrix,
+    load_models,
+    reference_config,
+)
 from quantgate.modelcache import ensure_synthetic
 from quantgate.run import CaseSession
 
