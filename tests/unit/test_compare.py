@@ -93,6 +93,15 @@ def test_results_of_another_hardware_class_are_refused(runs, tmp_path):
         compare_runs(load_run(runs["base"]), load_run(tmp_path), load_thresholds(None))
 
 
+def test_results_of_another_cpu_class_are_refused(runs, tmp_path):
+    data = json.loads((runs["same"] / "results.json").read_text())
+    data["environment"]["cpu_class"] = "cpu-x86_64-avx2-elsewhere"
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(CompareError, match=r"ran on cpu-x86_64-.* and .* on cpu-x86_64-avx2-elsewhere: figures of other "
+                                           r"CPU classes \(instruction sets\) are not comparable"):
+        compare_runs(load_run(runs["base"]), load_run(tmp_path), load_thresholds(None))
+
+
 def test_a_run_folder_resolves_to_its_latest_results(runs, tmp_path):
     (tmp_path / "latest").write_text(f"{runs['same']}\n")
     assert load_run(tmp_path).path == runs["same"] / "results.json"
