@@ -202,6 +202,10 @@ class GateSession:
             self._data = (models, configs, cases, expectations)
             from .run import DEFAULT_SESSION
 
+            if not self.controller:          # an xdist controller runs no case
+                from .prebuild import start
+
+                self.prebuild = start(cases)
             self.runner = Runner(self.cache_root, self.config.getoption("--qg-isolation"), self.reference_of,
                                  self.config.getoption("--qg-case-session") or DEFAULT_SESSION,
                                  on_case_closed=self.write_results, needed_of=self.gpu_bytes_needed,
@@ -345,6 +349,9 @@ class GateSession:
             if getattr(self, "write_error", None) and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
             return
+        from .prebuild import finish
+
+        finish(getattr(self, "prebuild", None))
         if self.runner is None:
             return
         self.runner.close()
