@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import QuantgateError
-from .results import CaseRecord, read_results, references_by_case
+from .results import CaseRecord, latency_ratio, read_results, references_by_case
 from .schema import Field, check_entry, read_toml
 
 PASSING = ("passed", "xfailed", "skipped")
@@ -116,12 +116,20 @@ def _pct(a: float, b: float) -> str:
 
 
 def _latency_of(run: Run, case: str, basis: str) -> float | None:
+    """The case's latency on `basis`: "absolute", its median timed call; "ratio", the gate's own
+    ratio to BF16 (fastest call over BF16's fastest; on a CPU, CPU time of calls that alternated with
+    BF16's yardstick calls, so a drift of the machine between the two runs cancels)."""
+    if basis == "absolute":
+        return run.latency.get(case)
+    record = run.records.get(case)
+    if record is None:
+        return None
+    if record.yardstick_s or record.denoise_cpu_s:
+        return latency_ratio(record, run.references.get(case))
     value = run.latency.get(case)
-    if value is None or basis == "absolute":
-        return value
     ref = run.references.get(case)
     ref_value = run.latency.get(ref.case) if ref is not None else None
-    return value / ref_value if ref_value else None
+    return value / ref_value if value is not None and ref_value else None
 
 
 def compare_runs(base: Run, cand: Run, th: dict) -> list[Finding]:
@@ -172,7 +180,8 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
     x, y = _latency_of(base, case, basis), _latency_of(cand, case, basis)
     if x and y and y > x * (1 + slower):
         unit = (lambda v: f"{v * 1000:.1f} ms") if basis == "absolute" else (lambda v: f"{v:.2f}x BF16")
-        out.append(Finding(case, "latency", f"median denoising call ({basis}) slower by more than {slower:.0%}",
+        what = "median denoising call (absolute)" if basis == "absolute" else "denoising time as a ratio to BF16"
+        out.append(Finding(case, "latency", f"{what} slower by more than {slower:.0%}",
                            unit(x), unit(y), _pct(x, y)))
     return out
 

@@ -15,10 +15,11 @@ from quantgate.compare import CompareError, compare_runs, load_run, load_thresho
 
 from .conftest import REPO, UNCHANGED_CONFIGS
 
-# Beside a busy neighbour a one-thread call's CPU time moved by a few percent between runs, its wall
-# time up to 2x (docs/cpu-classes.md); these tests judge a planted 1.5x slowdown with CPU time, so
-# latency may move 25%.
-CPU_RUNNER = "[thresholds]\nlatency_growth_max = 0.25\n"
+# On a shared CPU runner absolute times move with the host: between two runs of one CI session BF16's
+# CPU time per call moved by +38%, while the ratio to BF16's yardstick calls timed beside each case
+# moved by a few percent (docs/cpu-classes.md). These tests judge a planted 1.5x slowdown on that
+# ratio, so latency may move 25%.
+CPU_RUNNER = '[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n'
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_planted_memory_growth_slowdown_and_image_drift_each_fail(runs, capsys):
     assert report.startswith("# quantgate compare: **REGRESSION**")
     regressions = report.split("## Regressions")[1].split("## ")[0]
     assert "| tiny-flux-torchao-int8wo-cpu | memory | weight bytes grew more than 2% |" in regressions
-    assert "| tiny-flux-torchao-int8wo-cpu | latency | median denoising call (absolute) slower by more than 25% |" \
+    assert "| tiny-flux-torchao-int8wo-cpu | latency | denoising time as a ratio to BF16 slower by more than 25% |" \
         in regressions
     assert "| tiny-flux-quanto-int8-cpu | ssim | lowest SSIM fell by more than 0.005 |" in regressions
     assert "| tiny-flux-quanto-int8-cpu | new failure | test_quantized_image_close_to_bf16_baseline failed |" \
