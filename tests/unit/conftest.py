@@ -205,14 +205,16 @@ class Planted(CaseSession):
         return info
 
     def _slow_down(self):
-        """Every transformer forward computes for half as long again: a denoising call 1.5x as slow."""
+        """Every transformer forward computes for half as long again (half its CPU time, spent
+        spinning on this thread, as a kernel doing half as much work again would): a denoising call
+        1.5x as slow, whatever share of a core the process gets."""
         forward = self.pipe.transformer.forward
 
         def slower(*args, **kwargs):
-            started = time.perf_counter()
+            started = time.thread_time()
             out = forward(*args, **kwargs)
-            until = time.perf_counter() + 0.5 * (time.perf_counter() - started)
-            while time.perf_counter() < until:
+            until = time.thread_time() + 0.5 * (time.thread_time() - started)
+            while time.thread_time() < until:
                 pass
             return out
 
