@@ -495,11 +495,11 @@ class GateSession:
         return case.model.latency_rounds or self.defaults()["latency_rounds"]
 
     def latency_ratio(self, case: Case) -> "LatencyRatio":
-        """The case's fastest denoising
-        call over its BF16 reference's fastest, each over at least the model's latency_rounds calls:
-        where fewer were timed (a filtered run, or --benchmark-disable, which times one), the rest are
-        timed here. With a yardstick the reference's calls alternate with the case's; without, they are
-        the reference case's own, timed earlier in this session."""
+        """The case's fastest denoising call over its BF16 reference's fastest, each over at least
+        the model's latency_rounds calls: where fewer were timed (a filtered run, or
+        --benchmark-disable, which times one), the rest are timed here. With a yardstick the
+        reference's calls alternate with the case's; without, they are the reference case's own,
+        timed earlier in this session."""
         from .results import latency_clock, latency_ratio, timed_calls
 
         reference = self.reference_of(case)
