@@ -500,7 +500,7 @@ class GateSession:
         --benchmark-disable, which times one), the rest are timed here. With a yardstick the
         reference's calls alternate with the case's; without, they are the reference case's own,
         timed earlier in this session."""
-        from .results import latency_clock, latency_ratio, timed_calls
+        from .results import latency_clock, timed_calls
 
         reference = self.reference_of(case)
         rounds = self.latency_rounds(case)
@@ -520,10 +520,9 @@ class GateSession:
                 self.denoise(reference)
             while len(mine.denoise_s) < rounds:
                 self.denoise(case)
-        ref = self.runner.record(reference)
         clock = latency_clock(mine)
-        calls, theirs = timed_calls(mine, ref, clock)
-        return LatencyRatio(latency_ratio(mine, ref), min(calls) / mine.steps * 1000.0,
+        calls, theirs = timed_calls(mine, self.runner.record(reference), clock)
+        return LatencyRatio(min(calls) / min(theirs), min(calls) / mine.steps * 1000.0,
                             min(theirs) / mine.steps * 1000.0, clock)
 
     def release(self, case: Case):
