@@ -1,7 +1,8 @@
 """One small function per backend: a matrix entry -> the diffusers/transformers quantization config.
 
-Components of diffusers (transformer, vae) get diffusers' config classes; the text encoders are
-transformers models and get transformers' classes. Imports of the backends happen here, lazily, so
+Components of diffusers (a transformer, a unet, a vae) get diffusers' config classes; the text
+encoders are transformers models and get transformers' classes: which library a component belongs to
+is read from the pipeline's model_index.json. Imports of the backends happen here, lazily, so
 that a backend that fails to import fails its own cases and nothing else.
 """
 
@@ -13,7 +14,6 @@ import re
 from .errors import BackendImportError, DataFileError
 from .schema import Field, check_entry
 
-DIFFUSERS_COMPONENTS = ("transformer", "vae")
 GGUF_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 _NOT_CONVERT = Field("modules_to_not_convert", list, required=False, item_kind=str)
 SETTINGS_FIELDS = {
@@ -153,25 +153,24 @@ BUILDERS = {"torchao": torchao_config, "quanto": quanto_config,
             "bitsandbytes": bitsandbytes_config, "gguf": gguf_config}
 
 
-def library_of(component: str) -> str:
-    return "diffusers" if component in DIFFUSERS_COMPONENTS else "transformers"
+def quantization_config(backend: str, settings: dict, library: str):
+    """The quantization config object for one component of `library` ("diffusers" or "transformers")."""
+    if library not in ("diffusers", "transformers"):
+        raise ValueError(f"a component of library {library!r} cannot be quantized (diffusers or transformers)")
+    return BUILDERS[backend](settings, library)
 
 
-def quantization_config(backend: str, settings: dict, component: str):
-    """The quantization config object for one component."""
-    return BUILDERS[backend](settings, library_of(component))
-
-
-def pipeline_quantization_config(backend: str, settings: dict, components: tuple[str, ...]):
+def pipeline_quantization_config(backend: str, settings: dict, libraries: dict[str, str]):
     """A diffusers PipelineQuantizationConfig over several components.
 
     quant_mapping is used for every backend: quant_backend= with shared kwargs fails for torchao
-    and quanto, whose diffusers and transformers config signatures differ.
+    and quanto, whose diffusers and transformers config signatures differ. `libraries` maps each
+    component to quantize to its library, as model_index.json names it.
     """
     from diffusers import PipelineQuantizationConfig
 
     return PipelineQuantizationConfig(
-        quant_mapping={c: quantization_config(backend, settings, c) for c in components})
+        quant_mapping={c: quantization_config(backend, settings, lib) for c, lib in libraries.items()})
 
 
 def _version(dist: str) -> str:

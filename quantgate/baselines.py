@@ -1,4 +1,5 @@
-"""BF16 baseline images: baselines/<model>/<hardware class>/<prompt>-s<seed>.png + .json.
+"""BF16 baseline images: baselines/<model>/<hardware class>/<prompt>-s<seed>.png + .json (a video:
+its frames side by side in one lossless PNG).
 
 Baselines are written only by the regeneration command, only from the reference configuration, and
 a whole set at a time: the new set is written into a temporary folder and swapped in by renames, so
@@ -31,7 +32,14 @@ def regen_command(model: str, device: str) -> str:
 
 
 def generation_settings(model: ModelSpec) -> dict:
-    return {name: getattr(model, name) for name in SETTINGS_CHECKED}
+    return {**{name: getattr(model, name) for name in SETTINGS_CHECKED}, "call": dict(model.call)}
+
+
+def _size(model: ModelSpec) -> str:
+    """What one output of the model is, in pixels: WxH, or a video's frames side by side."""
+    if model.frames == 1:
+        return f"{model.width}x{model.height}"
+    return f"{model.width * model.frames}x{model.height} ({model.frames} frames of {model.width}x{model.height} side by side)"
 
 
 def _sha256(path: Path) -> str:
@@ -95,7 +103,8 @@ class BaselineStore:
                     "float32_components": list(model.float32_components(device))}
         if identity is not None:       # the weights the images came from (synthetic build key, checkpoint hash)
             expected["model_identity"] = identity
-        recorded = {"float32_components": [], **meta}       # a baseline from before the field ran all in BF16
+        recorded = {"float32_components": [], "call": {}, **meta}   # baselines from before these fields ran all
+                                                                    # in BF16, with no free call arguments
         stale = [f"{k} {recorded.get(k)!r} (now {v!r})" for k, v in expected.items() if recorded.get(k) != v]
         if stale:
             raise BaselineError(f"baseline {png} was made with other settings: {'; '.join(stale)}; {fix}")
@@ -107,9 +116,9 @@ class BaselineStore:
                 image = np.asarray(im.convert("RGB"))
         except (OSError, UnidentifiedImageError) as exc:
             raise BaselineError(f"baseline {png} is not a readable PNG ({exc}); {fix}") from None
-        if image.shape != (model.height, model.width, 3):
+        if image.shape != (model.height, model.width * model.frames, 3):
             raise BaselineError(f"baseline {png} is {image.shape[1]}x{image.shape[0]}, the model makes "
-                                f"{model.width}x{model.height}; {fix}")
+                                f"{_size(model)}; {fix}")
         return image
 
     # -------------------------------------------------------------- writing
@@ -124,9 +133,9 @@ class BaselineStore:
         if set(images) != set(wanted):
             raise BaselineError(f"a baseline set needs exactly the images {sorted(wanted)}, got {sorted(images)}")
         bad = [k for k, im in images.items()
-               if getattr(im, "dtype", None) != np.uint8 or im.shape != (model.height, model.width, 3)]
+               if getattr(im, "dtype", None) != np.uint8 or im.shape != (model.height, model.width * model.frames, 3)]
         if bad:
-            raise BaselineError(f"baseline images must be {model.width}x{model.height} RGB uint8: {', '.join(bad)} "
+            raise BaselineError(f"baseline images must be {_size(model)} RGB uint8: {', '.join(bad)} "
                                 "is not; nothing was written")
         from .locks import exclusive
 

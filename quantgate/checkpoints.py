@@ -65,9 +65,23 @@ def checkpoint_name(ref: str) -> str:
     return re.sub(r"^[^a-z0-9]+", "", name) or "checkpoint"
 
 
+def checkpoint_family(folder: Path) -> str:
+    """The family of a checkpoint's pipeline, from its model_index.json."""
+    import json
+
+    from .families import family_of_pipeline
+
+    pipeline = json.loads((Path(folder) / "model_index.json").read_text()).get("_class_name", "?")
+    return family_of_pipeline(pipeline).name
+
+
 def checkpoint_model(ref: str, like: ModelSpec) -> ModelSpec:
     folder = resolve_checkpoint(ref)
-    return dataclasses.replace(like, name=checkpoint_name(ref), source="checkpoint", builder=None,
+    fam = checkpoint_family(folder)
+    if fam != like.family:
+        raise QuantgateError(f"checkpoint {ref!r} is a {fam} pipeline, but its settings come from {like.name!r}, "
+                             f"a {like.family} model: name a {fam} model of models.toml with --qg-model-settings")
+    return dataclasses.replace(like, name=checkpoint_name(ref), source="checkpoint", family=fam,
                                path=str(folder), borrows=like.name, description=f"checkpoint {ref} ({folder}), with {like.name}'s settings")
 
 
@@ -107,7 +121,7 @@ def identity(spec: ModelSpec, folder: Path) -> str:
 
         built = json.loads((Path(folder) / BUILD_META).read_text())["sha256"]
         digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()[:16]
-        return f"synthetic:{config_key(spec.config_dir, spec.seed)}:{digest}"
+        return f"synthetic:{config_key(spec.config_dir, spec.seed, spec.pipeline_family)}:{digest}"
     h = hashlib.sha256()
     for path in sorted(Path(folder).rglob("*")):
         rel = path.relative_to(folder).as_posix()

@@ -161,7 +161,7 @@ def cmd_propose_expectations(args) -> int:
             for cpu_class, own in classes.items():
                 mine = _floor_values(own, args)
                 sharper = [k for k in mine if mine[k] is not None and general[k] is not None
-                           and mine[k] - general[k] >= (args.ssim_margin if k == "ssim_min" else args.psnr_margin)]
+                           and mine[k] - general[k] >= (args.ssim_margin if k.startswith("ssim") else args.psnr_margin)]
                 if sharper:
                     own_lines, own_basis = _floors(own, args)
                     by_class[(cpu_class, config)] = ([ln for ln in own_lines if ln.split(" = ")[0] in sharper],
@@ -177,15 +177,32 @@ def cmd_propose_expectations(args) -> int:
 
 
 def _floor_values(recs: list, args) -> dict[str, float | None]:
-    ssims = [v["ssim"] for r in recs for v in r.similarity.values()]
-    psnrs = [v["psnr"] for r in recs for v in r.similarity.values()]
-    return {"ssim_min": _floor(ssims, args.ssim_margin, 4),
-            "psnr_min": None if all(v is None for v in psnrs) else _floor(psnrs, args.psnr_margin, 2)}
+    """SSIM and PSNR floors; for videos also the worst frame's (ssim_frame_min, psnr_frame_min)."""
+    sims = [v for r in recs for v in r.similarity.values()]
+    out = {}
+    for key, field, margin, digits in (("ssim_min", "ssim", args.ssim_margin, 4), ("psnr_min", "psnr", args.psnr_margin, 2),
+                                       ("ssim_frame_min", "ssim_worst", args.ssim_margin, 4),
+                                       ("psnr_frame_min", "psnr_worst", args.psnr_margin, 2)):
+        values = [v.get(field) for v in sims if field in v]
+        if field in ("ssim", "psnr") or values:
+            out[key] = None if all(v is None for v in values) else _floor(values, margin, digits)
+    return out
+
+
+def _temporal_bounds(recs: list, args) -> list[str]:
+    """A video's consecutive-frame change over the baseline's: floor and ceiling, +-temporal margin."""
+    ratios = [v["temporal_ratio"] for r in recs for v in r.similarity.values() if v.get("temporal_ratio") is not None]
+    if not ratios:
+        return []
+    low = math.floor(min(ratios) * (1 - args.temporal_margin) * 1000) / 1000
+    high = math.ceil(max(ratios) * (1 + args.temporal_margin) * 1000) / 1000
+    return [f"temporal_ratio_min = {low}", f"temporal_ratio_max = {high}"]
 
 
 def _floors(recs: list, args) -> tuple[list[str], list[str]]:
     """The image floors of `recs` as TOML lines, and what they rest on."""
     lines = [f"{k} = {v}" for k, v in _floor_values(recs, args).items() if v is not None]
+    lines += _temporal_bounds(recs, args)
     per_run = [r.min_similarity("ssim") for r in recs if r.similarity]
     basis = [f"SSIM {min(per_run):.4f} (spread {_spread(per_run):.4f})"] if per_run else []
     return lines, basis
@@ -288,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="+", help="results.json files written by the gate (repeated runs)")
     p.add_argument("--ssim-margin", type=float, default=0.002)
     p.add_argument("--psnr-margin", type=float, default=0.5)
+    p.add_argument("--temporal-margin", type=float, default=0.05,
+                   help="a video's consecutive-frame change ratio: bounds = measured range -/+ this share")
     p.add_argument("--bytes-margin", type=float, default=0.01)
     p.add_argument("--peak-margin", type=float, default=0.05,
                    help="margin on GPU peak reserved bytes (allocator blocks are 2 MiB and up)")

@@ -1,7 +1,9 @@
-"""GGUF files of a pipeline's transformer, written by the suite from its BF16 safetensors.
+"""GGUF files of a pipeline's denoiser (a transformer, or SDXL's unet), written by the suite from its
+BF16 safetensors, under the family's GGUF architecture name.
 
-Tensors keep diffusers' key names (diffusers' conversion of original FLUX key names hard-codes the
-full model's width). 2-D weights whose rows fit the type's blocks are quantized with the `gguf`
+Tensors keep diffusers' key names: diffusers' single-file loading uses a file whose keys are exactly
+the model's as they are (and its conversion of original FLUX key names hard-codes the full model's
+width). 2-D weights whose rows fit the type's blocks are quantized with the `gguf`
 package (the K types, which it can only decode, with quantgate.kquants); biases and norms (1-D) are
 stored as F32, as common FLUX GGUF files do (diffusers' GGUFLinear dequantizes the weight only, so
 a BF16-coded bias would reach the matmul as raw bytes); other 2-D tensors whose rows do not fit the
@@ -20,9 +22,9 @@ import numpy as np
 WRITER_VERSION = 3   # part of the file name: a changed writer never reuses an older file
 
 
-def gguf_path(model_dir: Path, quant_type: str, cache_root: Path) -> Path:
+def gguf_path(model_dir: Path, quant_type: str, cache_root: Path, component: str = "transformer") -> Path:
     key = Path(model_dir).resolve().as_posix().strip("/").replace("/", "_")
-    return Path(cache_root) / "gguf" / key / f"transformer-{quant_type}.w{WRITER_VERSION}.gguf"
+    return Path(cache_root) / "gguf" / key / f"{component}-{quant_type}.w{WRITER_VERSION}.gguf"
 
 
 def is_valid(path: Path) -> bool:
@@ -58,8 +60,9 @@ def quantize(data: np.ndarray, qtype) -> np.ndarray:
     return gguf.quants.quantize(data, qtype)
 
 
-def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
-    """Encode the transformer's BF16 safetensors as one GGUF file (tensors encoded on several
+def write_denoiser_gguf(model_dir: Path, quant_type: str, out: Path, component: str = "transformer",
+                        arch: str = "flux") -> Path:
+    """Encode the denoiser's BF16 safetensors as one GGUF file of architecture `arch` (tensors encoded on several
     threads, written in order; a progress bar for large models), swapped into place when complete."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -70,14 +73,14 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
 
     qtype = getattr(gguf.GGMLQuantizationType, quant_type)
     plain = {gguf.GGMLQuantizationType.BF16: torch.bfloat16, gguf.GGMLQuantizationType.F32: torch.float32}
-    files = sorted((Path(model_dir) / "transformer").glob("*.safetensors"))
+    files = sorted((Path(model_dir) / component).glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"no safetensors files in {Path(model_dir) / 'transformer'}")
+        raise FileNotFoundError(f"no safetensors files in {Path(model_dir) / component}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
     try:
-        writer = gguf.GGUFWriter(tmp_name, arch="flux")
+        writer = gguf.GGUFWriter(tmp_name, arch=arch)
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_file_type(int(qtype))
         plan = []
@@ -119,14 +122,15 @@ def write_transformer_gguf(model_dir: Path, quant_type: str, out: Path) -> Path:
     return out
 
 
-def ensure_transformer_gguf(model_dir: Path, quant_type: str, cache_root: Path) -> Path:
-    """The GGUF file for this model and type, written first if missing or unreadable."""
+def ensure_denoiser_gguf(model_dir: Path, quant_type: str, cache_root: Path, component: str = "transformer",
+                         arch: str = "flux") -> Path:
+    """The GGUF file for this model's denoiser and type, written first if missing or unreadable."""
     from .locks import exclusive
 
-    path = gguf_path(model_dir, quant_type, cache_root)
+    path = gguf_path(model_dir, quant_type, cache_root, component)
     if path.exists() and is_valid(path):
         return path
     with exclusive(path.parent / f".{path.name}.lock", f"the GGUF file {path.name}"):
         if path.exists() and is_valid(path):     # written by another process while this one waited
             return path
-        return write_transformer_gguf(model_dir, quant_type, path)
+        return write_denoiser_gguf(model_dir, quant_type, path, component, arch)

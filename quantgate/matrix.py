@@ -30,7 +30,7 @@ MARKERS = {
     "gguf": "uses GGUF files",
 }
 DEVICES = ("cpu", "cuda")
-COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "vae")
+_COMPONENT = re.compile(r"^[a-z][a-z0-9_]*$")
 ROUTES = ("component", "pipeline")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.]*(-[a-z0-9_.]+)*$")
 
@@ -58,14 +58,14 @@ class Prompt:
 class ModelSpec:
     name: str
     source: str                 # "synthetic" or "checkpoint"
-    builder: str | None         # for synthetic models: which builder ("flux")
+    family: str                 # the pipeline family (quantgate.families): "flux", "sdxl", ...
     path: str | None            # for checkpoints: a local folder or a hub id in the local cache
     description: str
     height: int
     width: int
     steps: int
-    guidance_scale: float
-    max_sequence_length: int
+    guidance_scale: float | None
+    max_sequence_length: int | None
     prompts: tuple[Prompt, ...]
     seeds: tuple[int, ...]
     seed: int                   # seed of the synthetic weights
@@ -77,6 +77,18 @@ class ModelSpec:
     cpu_float32: tuple[str, ...] = ()           # components that run in float32 on a CPU (not under test)
     latency_steps: int | None = None            # denoising steps of a timed call (default: steps)
     cpu_threads: int | None = None              # torch threads of a case's process on a CPU (default: torch's)
+    call: dict = field(default_factory=dict, compare=False)  # the family's free call arguments (num_frames, ...)
+
+    @property
+    def pipeline_family(self):
+        from .families import family
+
+        return family(self.family)
+
+    @property
+    def frames(self) -> int:
+        """Frames of one output: num_frames for a video family, else 1."""
+        return int(self.call.get("num_frames", 1)) if self.pipeline_family.video else 1
 
     @property
     def timed_steps(self) -> int:
@@ -95,20 +107,53 @@ class ModelSpec:
         return [(p, s) for p in self.prompts for s in self.seeds]
 
 
+def _components_problem(value: list, roles: bool = True) -> str | None:
+    from .families import ROLES
+
+    for item in value:
+        if not _COMPONENT.match(item):
+            return f"{item!r} is not a component name (lower-case, like 'text_encoder_2')"
+    if not roles and any(item in ROLES for item in value):
+        return f"names components, not roles ({', '.join(ROLES)})"
+    return _unique(value)
+
+
+def _family_problem(value: str) -> str | None:
+    from .families import names
+
+    return None if value in names() else f"unknown family {value!r} (registered: {', '.join(names())})"
+
+
+def _call_problem(fam, call: dict) -> tuple[str, str] | None:
+    """A [<model>.call] table's problem, as (field, text), or None."""
+    for key, value in call.items():
+        if key not in fam.call_arguments:
+            allowed = ", ".join(fam.call_arguments) or "none"
+            return key, f"is not a free call argument of family {fam.name!r} (allowed: {allowed})"
+        if key == "num_frames" and not (isinstance(value, int) and value >= 1 and (value - 1) % 4 == 0):
+            return key, "must be 1, 5, 9, ... (4k+1: the video VAE compresses 4 frames into one latent frame)"
+        if key == "negative_prompt" and not (isinstance(value, str) and value.strip()):
+            return key, "must be a non-empty string"
+        if key == "true_cfg_scale" and not (isinstance(value, (int, float)) and value >= 1):
+            return key, "must be a number of at least 1"
+    return None
+
+
 def _multiple_of_16(value: int) -> str | None:
     return None if value >= 16 and value % 16 == 0 else "must be a multiple of 16 (FLUX packs 2x2 latents of an 8x VAE)"
 
 
 MODEL_FIELDS = [
     Field("source", str, choices=("synthetic", "checkpoint")),
-    Field("builder", str, required=False, choices=("flux",)),
+    Field("family", str, check=_family_problem),
+    Field("builder", str, required=False, check=lambda v: f"was renamed: write family = {v!r}"),
     Field("path", str, required=False),
     Field("description", str, required=False, default=""),
     Field("height", int, check=_multiple_of_16),
     Field("width", int, check=_multiple_of_16),
     Field("steps", int, check=lambda v: None if v >= 1 else "must be at least 1"),
-    Field("guidance_scale", float),
-    Field("max_sequence_length", int, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("guidance_scale", float, required=False),
+    Field("max_sequence_length", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("prompts", list, item_kind=str, check=lambda v: _unique(v) or (None if v else "must name at least one prompt")),
     Field("seeds", list, item_kind=int, check=lambda v: _unique(v) or (None if v else "must hold at least one seed")),
     Field("seed", int, required=False, default=0),
@@ -116,9 +161,10 @@ MODEL_FIELDS = [
           check=lambda v: _unique(v) or (None if v else "must name at least one device")),
     Field("configs", list, item_kind=str, required=False, check=_unique),
     Field("latency_rounds", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
-    Field("cpu_float32", list, item_kind=str, required=False, default=list, choices=COMPONENTS, check=_unique),
+    Field("cpu_float32", list, item_kind=str, required=False, default=list, check=lambda v: _components_problem(v, roles=False)),
     Field("latency_steps", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("cpu_threads", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("call", dict, required=False, default=dict),
 ]
 PROMPT_FIELDS = [Field("text", str, check=lambda v: None if v.strip() else "must not be empty")]
 
@@ -136,23 +182,32 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
         if problem:
             raise DataFileError(path, name, None, f"model name {problem}")
         v = check_entry(path, name, raw, MODEL_FIELDS)
-        if v["source"] == "synthetic" and not v["builder"]:
-            raise DataFileError(path, name, "builder", "missing (a synthetic model needs a builder)")
         if v["source"] == "checkpoint" and not v["path"]:
             raise DataFileError(path, name, "path", "missing (a checkpoint model needs a path)")
         for pid in v["prompts"]:
             if pid not in prompts:
                 raise DataFileError(path, name, "prompts",
                                     f"unknown prompt {pid!r} (defined in {prompts_path}: {', '.join(prompts)})")
+        from .families import family
+
+        family_name = v["family"]
+        fam = family(family_name)
+        problem = _call_problem(fam, v["call"])
+        if problem:
+            raise DataFileError(path, name, f"call.{problem[0]}", problem[1])
+        if fam.uses_max_sequence_length and v["max_sequence_length"] is None:
+            raise DataFileError(path, name, "max_sequence_length", f"missing (family {fam.name!r} pads prompts to it)")
+        if fam.video and "num_frames" not in v["call"]:
+            raise DataFileError(path, name, "call.num_frames", f"missing (family {fam.name!r} makes videos)")
         models[name] = ModelSpec(
-            name=name, source=v["source"], builder=v["builder"], path=v["path"],
+            name=name, source=v["source"], family=family_name, path=v["path"],
             description=v["description"], height=v["height"], width=v["width"], steps=v["steps"],
             guidance_scale=v["guidance_scale"], max_sequence_length=v["max_sequence_length"],
             prompts=tuple(prompts[p] for p in v["prompts"]), seeds=tuple(v["seeds"]), seed=v["seed"],
             fixtures_dir=fixtures_dir, devices=tuple(v["devices"] or DEVICES),
             configs=tuple(v["configs"]) if v["configs"] is not None else None,
             latency_rounds=v["latency_rounds"], cpu_float32=tuple(v["cpu_float32"]),
-            latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"])
+            latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"], call=dict(v["call"]))
     if not models:
         raise DataFileError(path, None, None, "defines no model")
     return models
@@ -210,7 +265,7 @@ CONFIG_FIELDS = [
     Field("route", str, required=False, default="component", choices=ROUTES),
     Field("placement", str, required=False, default="device", choices=PLACEMENTS),
     Field("load_on", str, required=False, default="cpu", choices=("cpu", "device")),
-    Field("components", list, item_kind=str, choices=COMPONENTS, check=_unique),
+    Field("components", list, item_kind=str, check=_components_problem),
     Field("settings", dict, required=False, default=dict),
     Field("markers", list, item_kind=str, required=False, default=list, check=_markers_problem),
     Field("devices", list, item_kind=str, choices=DEVICES,
@@ -266,8 +321,8 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
                 raise DataFileError(path, name, "components", "must be empty for the reference (backend 'none')")
         elif not v["components"]:
             raise DataFileError(path, name, "components", "must name at least one component to quantize")
-        if v["backend"] == "gguf" and v["components"] != ["transformer"]:
-            raise DataFileError(path, name, "components", "GGUF files replace the transformer only: use ['transformer']")
+        if v["backend"] == "gguf" and v["components"] != ["denoiser"]:
+            raise DataFileError(path, name, "components", "a GGUF file replaces the denoiser only: use ['denoiser']")
         if v["route"] == "pipeline" and v["backend"] in ("gguf", "layerwise"):
             raise DataFileError(path, name, "route", f"{v['backend']} has no pipeline-level config: use route 'component'")
         if v["placement"] != "device" and v["devices"] != ["cuda"]:
@@ -279,9 +334,9 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
         if v["load_on"] == "device" and v["devices"] != ["cuda"]:
             raise DataFileError(path, name, "load_on", "'device' is for CUDA entries (devices = ['cuda']): with "
                                 "device_map {'': 'cpu'} diffusers' torchao quantizer quantizes nothing")
-        if v["placement"] == "group_offload" and "transformer" not in v["components"]:
-            raise DataFileError(path, name, "placement", "group_offload offloads the transformer: quantize or "
-                                "cast it (components must include 'transformer')")
+        if v["placement"] == "group_offload" and "denoiser" not in v["components"]:
+            raise DataFileError(path, name, "placement", "group_offload offloads the denoiser: quantize or "
+                                "cast it (components must include 'denoiser')")
         for m in v["models"] or []:
             if m not in model_names:
                 raise DataFileError(path, name, "models", f"unknown model {m!r} (known: {', '.join(sorted(model_names))})")
@@ -303,8 +358,14 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             memory_limit_gib=v["memory_limit_gib"] if v["memory_limit_gib"] is not None else defaults["memory_limit_gib"]))
     known = {c.id for c in configs}
     for model in models.values():
+        own = {comp.name for comp in model.pipeline_family.synthetic}
+        unknown_parts = [n for n in model.cpu_float32 if own and n not in own]
+        if unknown_parts:
+            raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "cpu_float32",
+                                f"{unknown_parts[0]!r} is not a component of family {model.family!r} "
+                                f"({', '.join(sorted(own))})")
         for c in configs:
-            clash = [n for n in c.components if n in model.cpu_float32]
+            clash = [n for n in components_of(model, c) or () if n in model.cpu_float32]
             if clash and "cpu" in c.devices and "cpu" in model.devices and _runs(model, c):
                 raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "cpu_float32",
                                     f"{clash[0]!r} runs in float32 on the CPU, but configuration {c.id!r} of "
@@ -334,12 +395,39 @@ class Case:
         return f"{self.model.name}-{self.config.id}-{self.device}"
 
     @property
+    def components(self) -> tuple[str, ...]:
+        """The components the configuration quantizes or casts, in this model's family."""
+        return components_of(self.model, self.config) or ()
+
+    @property
     def markers(self) -> tuple[str, ...]:
         return (("gpu",) if self.device == "cuda" else ()) + self.config.all_markers
 
 
+def components_of(model: ModelSpec, config: BackendConfig) -> tuple[str, ...] | None:
+    """The configuration's components for this model: roles ("denoiser", "text_encoder_big") become
+    the family's components; None where the family has no such role, or a GGUF configuration meets a
+    family whose denoiser diffusers loads from no single file."""
+    fam = model.pipeline_family
+    if config.backend == "gguf" and fam.gguf_arch is None:
+        return None
+    out = []
+    for name in config.components:
+        from .families import ROLES
+
+        real = fam.role(name) if name in ROLES else name
+        if real is None:
+            return None
+        out.append(real)
+    own = {c.name for c in fam.synthetic}
+    if model.source == "synthetic" and any(n not in own for n in out):
+        return None
+    return tuple(out)
+
+
 def _runs(model: ModelSpec, config: BackendConfig) -> bool:
-    return ((config.models is None or model.name in config.models or model.borrows in config.models)
+    return (components_of(model, config) is not None
+            and (config.models is None or model.name in config.models or model.borrows in config.models)
             and (model.configs is None or config.id in model.configs or config.is_reference))
 
 
@@ -370,6 +458,10 @@ class Expectation:
     peak_inference_bytes_max: int | None
     basis: str
     latency_ratio_max: float | None = None
+    ssim_frame_min: float | None = None          # a video's worst frame
+    psnr_frame_min: float | None = None
+    temporal_ratio_min: float | None = None      # consecutive-frame change over the baseline's
+    temporal_ratio_max: float | None = None
 
 
 def _fraction(value: float) -> str | None:
@@ -384,6 +476,10 @@ EXPECTATION_FIELDS = [
     Field("peak_load_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("peak_inference_bytes_max", int, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("latency_ratio_max", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
+    Field("ssim_frame_min", float, required=False, check=lambda v: None if -1.0 <= v <= 1.0 else "must be between -1 and 1"),
+    Field("psnr_frame_min", float, required=False, check=lambda v: None if v >= 0 else "must not be negative"),
+    Field("temporal_ratio_min", float, required=False, check=lambda v: None if v >= 0 else "must not be negative"),
+    Field("temporal_ratio_max", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("basis", str, required=False, default=""),
 ]
 

@@ -1,4 +1,6 @@
-"""Image similarity: SSIM (scikit-image) and PSNR, on 8-bit RGB images."""
+"""Image similarity: SSIM (scikit-image) and PSNR, on 8-bit RGB images; for a video, per frame (the
+mean and the worst frame) and a temporal check that needs no learned model: the change between
+consecutive frames, held against the baseline's."""
 
 from __future__ import annotations
 
@@ -10,13 +12,25 @@ import numpy as np
 SSIM_MIN_SIDE = 11   # the Gaussian window (sigma 1.5, truncate 3.5) spans 11 pixels
 
 
+def _db(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
 @dataclass(frozen=True)
 class Similarity:
     ssim: float
     psnr: float       # dB; inf for identical images
+    frames: int = 1
+    ssim_worst: float | None = None      # a video's worst frame
+    psnr_worst: float | None = None
+    temporal_ratio: float | None = None  # mean change between consecutive frames, over the baseline's
 
     def as_dict(self) -> dict:
-        return {"ssim": self.ssim, "psnr": None if math.isinf(self.psnr) else self.psnr}
+        out = {"ssim": self.ssim, "psnr": _db(self.psnr)}
+        if self.frames > 1:
+            out.update(frames=self.frames, ssim_worst=self.ssim_worst, psnr_worst=_db(self.psnr_worst),
+                       temporal_ratio=self.temporal_ratio)
+        return out
 
 
 def _check_pair(reference: np.ndarray, image: np.ndarray) -> None:
@@ -61,3 +75,27 @@ def ssim_map(reference: np.ndarray, image: np.ndarray) -> np.ndarray:
                                     channel_axis=-1, gaussian_weights=True, sigma=1.5,
                                     use_sample_covariance=False, full=True)
     return full.mean(axis=-1)
+
+
+def frame_change(frames: np.ndarray) -> np.ndarray:
+    """The mean absolute change (0-255) between each pair of consecutive frames of (F, H, W, 3)."""
+    f = frames.astype(np.float64)
+    return np.abs(np.diff(f, axis=0)).mean(axis=(1, 2, 3))
+
+
+def compare_video(reference: np.ndarray, video: np.ndarray) -> Similarity:
+    """Per-frame SSIM and PSNR of `video` against `reference` (both (F, H, W, 3) uint8): their means
+    and worst frames, and the ratio of the video's mean consecutive-frame change to the reference's
+    (1 where motion is kept; above 1: flicker or noise; below: frozen frames)."""
+    if reference.shape != video.shape:
+        raise ValueError(f"video shape {video.shape} differs from the reference's {reference.shape}")
+    if reference.ndim != 4 or reference.shape[0] < 2:
+        raise ValueError(f"a video must be (frames, height, width, 3) with at least 2 frames, got {reference.shape}")
+    per_frame = [compare(r, v) for r, v in zip(reference, video)]
+    ssims = [s.ssim for s in per_frame]
+    psnrs = [s.psnr for s in per_frame]
+    base = float(frame_change(reference).mean())
+    moved = float(frame_change(video).mean())
+    ratio = moved / base if base > 0 else (1.0 if moved == 0 else math.inf)
+    return Similarity(ssim=float(np.mean(ssims)), psnr=float(np.mean(psnrs)), frames=len(per_frame),
+                      ssim_worst=float(min(ssims)), psnr_worst=float(min(psnrs)), temporal_ratio=ratio)

@@ -65,7 +65,7 @@ def _complete(folder: Path) -> bool:
 def synthetic_dir(spec: ModelSpec, cache_root: Path) -> Path:
     from .synth import config_key
 
-    return Path(cache_root) / "models" / f"{spec.name}-{config_key(spec.config_dir, spec.seed)}"
+    return Path(cache_root) / "models" / f"{spec.name}-{config_key(spec.config_dir, spec.seed, spec.pipeline_family)}"
 
 
 def ensure_synthetic(spec: ModelSpec, cache_root: Path) -> Path:
@@ -84,18 +84,18 @@ def ensure_synthetic(spec: ModelSpec, cache_root: Path) -> Path:
 
 
 def _build(spec: ModelSpec, final: Path) -> Path:
-    from .synth import BUILDERS, config_key
+    from .synth import build, config_key
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     os.chmod(tmp, 0o755)
     try:
         started = time.perf_counter()
-        BUILDERS[spec.builder](spec.config_dir, tmp, spec.seed)
+        build(spec.pipeline_family, spec.config_dir, tmp, spec.seed)
         meta = {
             "model": spec.name,
-            "builder": spec.builder,
-            "config_key": config_key(spec.config_dir, spec.seed),
+            "builder": spec.family,
+            "config_key": config_key(spec.config_dir, spec.seed, spec.pipeline_family),
             "seed": spec.seed,
             "build_seconds": round(time.perf_counter() - started, 3),
             "sizes": {str(p.relative_to(tmp)): p.stat().st_size for p in _weight_files(tmp)},

@@ -27,6 +27,7 @@ class CaseRecord:
     backend: str
     device: str
     components: list[str]
+    family: str = ""
     status: str = "not run"        # ok | failed | crashed | timed out | out of memory | known failure |
                                    # import failed | does not fit
     error: str | None = None
@@ -36,7 +37,8 @@ class CaseRecord:
     load_s: float | None = None
     weights: dict = field(default_factory=dict)       # component -> {bytes, tensors, quantized_tensors}
     reference_bytes: dict = field(default_factory=dict)   # component -> bytes in the reference
-    similarity: dict = field(default_factory=dict)    # image key -> {ssim, psnr}
+    similarity: dict = field(default_factory=dict)    # image key -> {ssim, psnr} (a video: per-frame mean,
+                                                      # worst frame, frames, temporal_ratio)
     memory: dict = field(default_factory=dict)        # CUDA allocator bytes: load_peak_reserved, ...
     image_seconds: list = field(default_factory=list)
     denoise_s: list = field(default_factory=list)     # each timed denoising call, measured in the case
@@ -53,7 +55,8 @@ class CaseRecord:
     @classmethod
     def for_case(cls, case: Case) -> "CaseRecord":
         return cls(case=case.id, model=case.model.name, config=case.config.id, backend=case.config.backend,
-                   device=case.device, components=list(case.config.components), steps=case.model.timed_steps)
+                   device=case.device, components=list(case.components), family=case.model.family,
+                   steps=case.model.timed_steps)
 
     # -------------------------------------------------------------- derived figures
     def quantized_bytes(self) -> int | None:

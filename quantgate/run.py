@@ -1,8 +1,10 @@
 """Load one case's pipeline and measure it. Runs inside the case's own process (see isolation.py).
 
 CaseSession is the whole life of a case: load (with the configuration's quantization, through
-diffusers' public API), weight bytes per component, images for the model's prompts and seeds, and
-timed denoising calls.
+diffusers' public API), weight bytes per component, images (or a video's frames) for the model's
+prompts and seeds, and timed denoising calls. What differs between pipelines (call arguments,
+prompt encoding, the output's frames, the denoiser's name) is asked of the model's family
+(quantgate.families).
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class CudaPhase:
         return False
 
 
-def place(pipe, placement: str, device: str) -> None:
-    """Put the pipeline where it runs: on the device, or with one of diffusers' offloading modes."""
+def place(pipe, placement: str, device: str, denoiser: str = "transformer") -> None:
+    """Put the pipeline where it runs: on the device, or with one of diffusers' offloading modes
+    (group offload: of the denoiser, leaf level, with a CUDA stream; the rest on the device)."""
     if placement == "device":
         pipe.to(device)
     elif placement == "model_cpu_offload":
@@ -75,10 +78,10 @@ def place(pipe, placement: str, device: str) -> None:
         import torch
 
         onload = torch.device(device)
-        pipe.transformer.enable_group_offload(onload_device=onload, offload_device=torch.device("cpu"),
-                                              offload_type="leaf_level", use_stream=True)
+        getattr(pipe, denoiser).enable_group_offload(onload_device=onload, offload_device=torch.device("cpu"),
+                                                     offload_type="leaf_level", use_stream=True)
         for name, module in pipe.components.items():
-            if name != "transformer" and isinstance(module, torch.nn.Module):
+            if name != denoiser and isinstance(module, torch.nn.Module):
                 module.to(onload)
     else:
         raise ValueError(f"unknown placement {placement!r}")
@@ -89,6 +92,7 @@ class CaseSession:
         self.case = case
         self.model_dir = Path(model_dir)
         self.cache_root = Path(cache_root)
+        self.family = case.model.pipeline_family
         self.pipe = None
         self._embeds = None
         self.memory: dict = {}
@@ -125,27 +129,35 @@ class CaseSession:
         import_backend(cfg.backend)
         started = time.perf_counter()
         pipe_cls, classes = _component_classes(self.model_dir)
+        if pipe_cls.__name__ != self.family.pipeline:
+            from .errors import QuantgateError
+
+            raise QuantgateError(f"{self.model_dir / 'model_index.json'} holds a {pipe_cls.__name__}, but model "
+                                 f"'{self.case.model.name}' is of family '{self.family.name}' ({self.family.pipeline}): "
+                                 "set its family in models.toml to the checkpoint's")
+        components = self.case.components
         dtype = torch.bfloat16
         with CudaPhase(self.case.device, "load", self.memory):
             if cfg.backend in ("none", "layerwise"):
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype)
             elif cfg.route == "pipeline":
-                qc = pipeline_quantization_config(cfg.backend, cfg.settings, cfg.components)
+                libraries = {name: classes[name].__module__.split(".")[0] for name in components}
+                qc = pipeline_quantization_config(cfg.backend, cfg.settings, libraries)
                 # a device name as the pipeline's device_map: every component loads (and is quantized) there
                 extra = {"device_map": self.case.device} if cfg.load_on == "device" else {}
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, quantization_config=qc, **extra)
             else:
-                parts = {name: self._load_component(name, classes[name], dtype) for name in cfg.components}
+                parts = {name: self._load_component(name, classes[name], dtype) for name in components}
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, **parts)
             if cfg.backend == "layerwise":
-                for name in cfg.components:
+                for name in components:
                     getattr(pipe, name).enable_layerwise_casting(
                         storage_dtype=getattr(torch, cfg.settings["storage_dtype"]), compute_dtype=dtype)
             from .precision import run_in_float32
 
             for name in self.case.model.float32_components(self.case.device):
                 run_in_float32(getattr(pipe, name))
-            place(pipe, cfg.placement, self.case.device)
+            place(pipe, cfg.placement, self.case.device, self.family.denoiser)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         from .hardware import environment
@@ -157,11 +169,12 @@ class CaseSession:
 
     def _load_component(self, name: str, cls: type, dtype):
         cfg = self.case.config
-        qc = quantization_config(cfg.backend, cfg.settings, name)
+        qc = quantization_config(cfg.backend, cfg.settings, cls.__module__.split(".")[0])
         if cfg.backend == "gguf":
-            from .gguf_files import ensure_transformer_gguf
+            from .gguf_files import ensure_denoiser_gguf
 
-            path = ensure_transformer_gguf(self.model_dir, cfg.settings["quant_type"], self.cache_root)
+            path = ensure_denoiser_gguf(self.model_dir, cfg.settings["quant_type"], self.cache_root, name,
+                                        self.family.gguf_arch)
             return cls.from_single_file(str(path), config=str(self.model_dir), subfolder=name,
                                         quantization_config=qc, dtype=dtype)
         extra = {"device_map": {"": self.case.device}} if cfg.load_on == "device" else {}
@@ -179,25 +192,27 @@ class CaseSession:
         return out
 
     def _call_kwargs(self) -> dict:
-        m = self.case.model
-        return {"height": m.height, "width": m.width, "num_inference_steps": m.steps,
-                "guidance_scale": m.guidance_scale, "max_sequence_length": m.max_sequence_length}
+        return self.family.call_kwargs(self.case.model)
 
     def generate(self) -> dict:
-        """8-bit RGB images for every (prompt, seed) of the model: {key: array}."""
+        """8-bit RGB images for every (prompt, seed) of the model: {key: array}; a video's frames side
+        by side in one image (quantgate.families.strip)."""
         import torch
+
+        from .families import strip
 
         images, seconds = {}, []
         with CudaPhase(self.case.device, "inference", self.memory):
             for prompt, seed in self.case.model.images():
                 started = time.perf_counter()
-                out = self.pipe(prompt.text, generator=torch.Generator("cpu").manual_seed(seed),
-                                output_type="np", **self._call_kwargs()).images[0]
+                out = self.family.output_frames(
+                    self.pipe(prompt.text, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
+                              **self._call_kwargs()))
                 _sync(self.case.device)
                 seconds.append(time.perf_counter() - started)
                 if not np.isfinite(out).all():
                     raise FloatingPointError(f"image for prompt '{prompt.id}', seed {seed} has non-finite values")
-                images[image_key(prompt.id, seed)] = (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+                images[image_key(prompt.id, seed)] = strip((np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8))
         return {"images": images, "seconds": seconds, "memory": dict(self.memory)}
 
     def denoise(self) -> dict:
@@ -212,18 +227,13 @@ class CaseSession:
         import torch
 
         if self._embeds is None:
-            prompt = self.case.model.prompts[0].text
             with torch.no_grad():
-                embeds, pooled, _ = self.pipe.encode_prompt(
-                    prompt, prompt_2=None, max_sequence_length=self.case.model.max_sequence_length,
-                    device=self.case.device)
-            self._embeds = (embeds, pooled)
-        embeds, pooled = self._embeds
+                self._embeds = self.family.encode(self.pipe, self.case.model, self.case.device)
         _sync(self.case.device)
         started = time.perf_counter()
-        self.pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, output_type="latent",
+        self.pipe(**self._embeds, output_type="latent",
                   generator=torch.Generator("cpu").manual_seed(self.case.model.seeds[0]),
-                  **{**self._call_kwargs(), "num_inference_steps": self.case.model.timed_steps})
+                  **self.family.timed_kwargs(self.case.model))
         _sync(self.case.device)
         return time.perf_counter() - started
 

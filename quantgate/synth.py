@@ -1,9 +1,9 @@
-"""Deterministic synthetic FLUX pipelines, built offline from the configs in fixtures/models/<name>/.
+"""Deterministic synthetic pipelines of any family, built offline from the configs in fixtures/models/<name>/.
 
-A real diffusers FluxPipeline: CLIP and T5 text encoders with tokenizers built from fixed
-vocabularies, FluxTransformer2DModel, AutoencoderKL and FlowMatchEulerDiscreteScheduler. Weights are
-drawn per parameter from a CPU generator seeded by (model seed, component, parameter name), so the
-bytes do not depend on module construction order, thread count or GPU random-number layout.
+A real diffusers pipeline of the family (quantgate.families): its components built from their
+configs, tokenizers built from fixed vocabularies, and its scheduler. Weights are drawn per parameter
+from a CPU generator seeded by (model seed, component, parameter name), so the bytes do not depend on
+module construction order, thread count or GPU random-number layout.
 """
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ import math
 import string
 from pathlib import Path
 
+from .families import Family
+
 BUILDER_VERSION = "2"   # bump when the built files would change (2: weights streamed into safetensors
                         # by quantgate, the same values as 1 in another file layout)
-COMPONENT_FILES = ("transformer.json", "text_encoder.json", "text_encoder_2.json", "vae.json",
-                   "scheduler.json", "vocabulary.txt")
 
 
-def config_files(config_dir: Path) -> list[Path]:
-    missing = [name for name in COMPONENT_FILES if not (config_dir / name).is_file()]
+def config_files(config_dir: Path, family: Family) -> list[Path]:
+    missing = [name for name in family.config_files() if not (config_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"synthetic model configs missing in {config_dir}: {', '.join(missing)}")
-    return [config_dir / name for name in COMPONENT_FILES]
+        raise FileNotFoundError(f"synthetic {family.name} model configs missing in {config_dir}: {', '.join(missing)}")
+    return [config_dir / name for name in family.config_files()]
 
 
-def config_key(config_dir: Path, seed: int) -> str:
+def config_key(config_dir: Path, seed: int, family: Family) -> str:
     """Hash of everything that decides the built weights: configs, vocabulary, seed, builder."""
     h = hashlib.sha256(f"builder={BUILDER_VERSION};seed={seed}".encode())
-    for path in config_files(config_dir):
+    for path in config_files(config_dir, family):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -184,50 +184,98 @@ def _save_config(module, folder: Path) -> str:
     return "model.safetensors"
 
 
-def build_flux(config_dir: Path, out_dir: Path, seed: int, progress: bool = True) -> None:
-    """Build the synthetic FLUX pipeline from `config_dir` and save it (BF16) to `out_dir`. The
-    components are never materialised: each weight is drawn and streamed to its file, so a
-    full-size build (31.4 GiB) needs a few GB of memory. A progress bar shows for builds of 1 GiB up."""
+def _apply_merges(symbols: list[str], merges: list[tuple[str, str]]) -> list[str]:
+    """Byte-pair encoding of one pre-token: merge the lowest-ranked adjacent pair until none is left."""
+    ranks = {pair: i for i, pair in enumerate(merges)}
+    while len(symbols) > 1:
+        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+        best = min((r, i) for r, i in pairs if r is not None) if any(r is not None for r, _ in pairs) else None
+        if best is None:
+            return symbols
+        i = best[1]
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+    return symbols
+
+
+def build_qwen2_tokenizer(words: list[str], max_length: int):
+    """Qwen2's byte-level BPE over the 256 byte symbols, with merges that make each word of
+    `words` one token (with and without its leading space), and the chat template's specials."""
+    from transformers import Qwen2Tokenizer
+
+    chars = _byte_chars()
+    vocab = {ch: i for i, ch in enumerate(chars)}
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        for form in (word, " " + word):
+            symbols = _apply_merges([chars[b] for b in form.encode("utf-8")], merges)
+            while len(symbols) > 1:                 # a new merge ranks after every earlier one, so the
+                merges.append((symbols[0], symbols[1]))   # words already single tokens stay so
+                vocab.setdefault(symbols[0] + symbols[1], len(vocab))
+                symbols = _apply_merges(symbols, merges[-1:])
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|endoftext|>",
+                         pad_token="<|endoftext|>", model_max_length=max_length)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    if len(tok) != len(vocab) + 3:
+        raise RuntimeError(f"Qwen2 tokenizer has {len(tok)} tokens, expected {len(vocab) + 3}")
+    return tok
+
+
+def _tokenizer(spec, config: object, words: list[str]):
+    if spec.kind == "clip":
+        return build_clip_tokenizer(config.max_position_embeddings)
+    if spec.kind == "t5":
+        return build_t5_tokenizer(words, spec.max_length)
+    if spec.kind == "qwen2":
+        return build_qwen2_tokenizer(words, spec.max_length or 32768)
+    raise ValueError(f"unknown synthetic tokenizer kind {spec.kind!r} (clip, t5, qwen2)")
+
+
+def _vocab_size(config) -> int:
+    return getattr(config, "vocab_size", None) or config.get_text_config().vocab_size
+
+
+def build(family: Family, config_dir: Path, out_dir: Path, seed: int, progress: bool = True) -> None:
+    """Build the synthetic pipeline of `family` from `config_dir` and save it (BF16) to `out_dir`.
+    The components are never materialised: each weight is drawn and streamed to its file, so a
+    full-size build (FLUX.1-dev: 31.4 GiB) needs a few GB of memory. A progress bar shows for builds
+    of 1 GiB up."""
     import diffusers
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    import transformers
     from tqdm.auto import tqdm
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    config_files(config_dir)
-    words = [w.strip() for w in (config_dir / "vocabulary.txt").read_text().split() if w.strip()]
-    clip_cfg = CLIPTextConfig(**_read_json(config_dir / "text_encoder.json"))
-    t5_cfg = T5Config(**_read_json(config_dir / "text_encoder_2.json"))
-    tokenizer = build_clip_tokenizer(clip_cfg.max_position_embeddings)
-    tokenizer_2 = build_t5_tokenizer(words, 512)
-    for cfg, tok, name in ((clip_cfg, tokenizer, "text_encoder"), (t5_cfg, tokenizer_2, "text_encoder_2")):
-        if cfg.vocab_size < len(tok):
-            raise ValueError(f"{config_dir / (name + '.json')}: vocab_size {cfg.vocab_size} is smaller than "
-                             f"its tokenizer's {len(tok)} tokens")
-    factories = {
-        "transformer": lambda: FluxTransformer2DModel(**_read_json(config_dir / "transformer.json")),
-        "text_encoder": lambda: CLIPTextModel(clip_cfg),
-        "text_encoder_2": lambda: T5EncoderModel(t5_cfg),
-        "vae": lambda: AutoencoderKL(**_read_json(config_dir / "vae.json")),
-    }
+    config_files(config_dir, family)
+    vocabulary = config_dir / "vocabulary.txt"
+    words = [w.strip() for w in vocabulary.read_text().split() if w.strip()] if vocabulary.exists() else []
+    configs, factories = {}, {}
+    for comp in family.synthetic:
+        raw = _read_json(config_dir / comp.config)
+        if comp.library == "transformers":
+            configs[comp.name] = getattr(transformers, comp.config_class)(**raw)
+            factories[comp.name] = (lambda c=comp: getattr(transformers, c.cls)(configs[c.name]))
+        else:
+            factories[comp.name] = (lambda c=comp, r=raw: getattr(diffusers, c.cls)(**r))
+    tokenizers = {}
+    for spec in family.tokenizers:
+        tok = _tokenizer(spec, configs[spec.encoder], words)
+        if _vocab_size(configs[spec.encoder]) < len(tok):
+            raise ValueError(f"{config_dir / (spec.encoder + '.json')}: vocab_size {_vocab_size(configs[spec.encoder])} "
+                             f"is smaller than its tokenizer's {len(tok)} tokens")
+        tokenizers[spec.name] = tok
     modules = {name: _empty(make, torch.bfloat16) for name, make in factories.items()}
     stored = {name: _tensors_to_store(module) for name, module in modules.items()}
     total = sum(t.numel() * t.element_size() for entries in stored.values() for _, t in entries)
-    index = {"_class_name": "FluxPipeline", "_diffusers_version": diffusers.__version__,
-             "feature_extractor": [None, None], "image_encoder": [None, None]}
+    index = {"_class_name": family.pipeline, "_diffusers_version": diffusers.__version__, **family.index_extras}
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"building {config_dir.name}",
               disable=not progress or total < 2**30) as bar:
         for name, module in modules.items():
             weights_file = _save_config(module, out_dir / name)
             write_weights(stored[name], name, seed, out_dir / name / weights_file, bar)
             index[name] = [type(module).__module__.split(".")[0], type(module).__name__]
-    scheduler = FlowMatchEulerDiscreteScheduler(**_read_json(config_dir / "scheduler.json"))
+    scheduler = getattr(diffusers, family.scheduler)(**_read_json(config_dir / "scheduler.json"))
     scheduler.save_pretrained(out_dir / "scheduler")
-    tokenizer.save_pretrained(out_dir / "tokenizer")
-    tokenizer_2.save_pretrained(out_dir / "tokenizer_2")
-    for name, obj in (("scheduler", scheduler), ("tokenizer", tokenizer), ("tokenizer_2", tokenizer_2)):
-        index[name] = [type(obj).__module__.split(".")[0], type(obj).__name__]
+    index["scheduler"] = [type(scheduler).__module__.split(".")[0], type(scheduler).__name__]
+    for name, tok in tokenizers.items():
+        tok.save_pretrained(out_dir / name)
+        index[name] = [type(tok).__module__.split(".")[0], type(tok).__name__]
     (out_dir / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
-
-
-BUILDERS = {"flux": build_flux}

@@ -10,7 +10,7 @@ import pytest
 def test_quantization_takes_effect(qg, qg_quantized_case):
     record = qg.load(qg_quantized_case)
     shrink_max = qg.defaults()["shrink_ratio_max"]
-    for component in qg_quantized_case.config.components:
+    for component in qg_quantized_case.components:
         held = record.weights[component]["bytes"]
         reference = record.reference_bytes.get(component)
         if not reference:
@@ -27,12 +27,12 @@ def test_weight_bytes_within_ceiling(qg, qg_case):
     record = qg.load(qg_case)
     expected = qg.expectation(qg_case)
     held = record.judged_bytes()
-    what = "+".join(qg_case.config.components) or "the whole pipeline"
+    what = "+".join(qg_case.components) or "the whole pipeline"
     if expected.weight_bytes_max is not None:
         assert held <= expected.weight_bytes_max, (
             f"memory grew: {what} holds {held:,} bytes, over the ceiling of {expected.weight_bytes_max:,} "
             f"({held / expected.weight_bytes_max - 1:+.1%})")
-    if expected.weight_ratio_max is not None and qg_case.config.components:
+    if expected.weight_ratio_max is not None and qg_case.components:
         ratio = record.weight_ratio()
         assert ratio is not None and ratio <= expected.weight_ratio_max, (
             f"{what} holds {ratio:.3f} of its BF16 bytes, over the expected {expected.weight_ratio_max:.3f}")

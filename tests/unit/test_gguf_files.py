@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from quantgate.gguf_files import ensure_transformer_gguf, gguf_path, is_valid, write_transformer_gguf
+from quantgate.gguf_files import ensure_denoiser_gguf, gguf_path, is_valid, write_denoiser_gguf
 from quantgate.matrix import load_models
 from quantgate.modelcache import ensure_synthetic
 
@@ -24,7 +24,7 @@ def built(shared_cache):
     ("Q8_0", 0.01), ("Q5_1", 0.05), ("Q4_0", 0.12),
     ("Q6_K", 0.021), ("Q5_K", 0.042), ("Q4_K", 0.085), ("Q3_K", 0.17), ("Q2_K", 0.35)])
 def test_round_trip_is_within_the_formats_error(built, tmp_path, qtype, rel_error):
-    path = write_transformer_gguf(built, qtype, tmp_path / f"t-{qtype}.gguf")
+    path = write_denoiser_gguf(built, qtype, tmp_path / f"t-{qtype}.gguf")
     original = load_file(built / "transformer" / "diffusion_pytorch_model.safetensors")
     reader = gguf.GGUFReader(path)
     assert {t.name for t in reader.tensors} == set(original)
@@ -48,12 +48,12 @@ def test_round_trip_is_within_the_formats_error(built, tmp_path, qtype, rel_erro
 
 
 def test_truncated_file_is_detected_and_rewritten(built, tmp_path):
-    path = ensure_transformer_gguf(built, "Q8_0", tmp_path)
+    path = ensure_denoiser_gguf(built, "Q8_0", tmp_path)
     assert path == gguf_path(built, "Q8_0", tmp_path)
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 3])
     assert not is_valid(path)
-    ensure_transformer_gguf(built, "Q8_0", tmp_path)
+    ensure_denoiser_gguf(built, "Q8_0", tmp_path)
     assert path.read_bytes() == good
 
 
@@ -64,5 +64,5 @@ def test_a_failed_write_leaves_no_file(built, tmp_path, monkeypatch):
     monkeypatch.setattr(gguf.quants, "quantize", boom)
     out = tmp_path / "x.gguf"
     with pytest.raises(RuntimeError, match="disk full"):
-        write_transformer_gguf(built, "Q4_0", out)
+        write_denoiser_gguf(built, "Q4_0", out)
     assert list(tmp_path.iterdir()) == []
