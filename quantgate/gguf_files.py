@@ -6,7 +6,9 @@ the model's as they are (and its conversion of original FLUX key names hard-code
 width). 2-D weights whose rows fit the type's blocks are quantized with the `gguf`
 package (the K types, which it can only decode, with quantgate.kquants); biases and norms (1-D) are
 stored as F32, as common FLUX GGUF files do (diffusers' GGUFLinear dequantizes the weight only, so
-a BF16-coded bias would reach the matmul as raw bytes); other 2-D tensors whose rows do not fit the
+a BF16-coded bias would reach the matmul as raw bytes), and so are convolution kernels (diffusers
+loads F32 and F16 tensors as plain tensors, every other type as raw bytes that only GGUFLinear
+decodes); other 2-D tensors whose rows do not fit the
 blocks are stored as BF16. Tensors are streamed one at a time, and the file is renamed into place only
 when complete.
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-WRITER_VERSION = 3   # part of the file name: a changed writer never reuses an older file
+WRITER_VERSION = 4   # part of the file name: a changed writer never reuses an older file
+                     # (4: tensors of more than 2 dimensions as F32, not BF16)
 
 
 def gguf_path(model_dir: Path, quant_type: str, cache_root: Path, component: str = "transformer") -> Path:
@@ -41,8 +44,8 @@ def tensor_type(shape: tuple[int, ...], qtype):
     """The GGML type a tensor of this shape is stored as, for a file of type `qtype`."""
     import gguf
 
-    if len(shape) < 2:
-        return gguf.GGMLQuantizationType.F32
+    if len(shape) != 2:        # biases, norms, and convolution kernels (SD3's and Wan's patch embedding,
+        return gguf.GGMLQuantizationType.F32   # SDXL's UNet): F32 loads as a plain tensor, BF16 would stay raw bytes
     block, _ = gguf.GGML_QUANT_SIZES[qtype]
     if len(shape) == 2 and shape[-1] % block == 0:
         return qtype

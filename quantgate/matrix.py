@@ -78,6 +78,7 @@ class ModelSpec:
     latency_steps: int | None = None            # denoising steps of a timed call (default: steps)
     cpu_threads: int | None = None              # torch threads of a case's process on a CPU (default: torch's)
     call: dict = field(default_factory=dict, compare=False)  # the family's free call arguments (num_frames, ...)
+    known_failures: dict = field(default_factory=dict, compare=False)  # configuration id -> KnownFailure, here only
 
     @property
     def pipeline_family(self):
@@ -145,8 +146,8 @@ def _multiple_of_16(value: int) -> str | None:
 
 MODEL_FIELDS = [
     Field("source", str, choices=("synthetic", "checkpoint")),
-    Field("family", str, check=_family_problem),
     Field("builder", str, required=False, check=lambda v: f"was renamed: write family = {v!r}"),
+    Field("family", str, check=_family_problem),
     Field("path", str, required=False),
     Field("description", str, required=False, default=""),
     Field("height", int, check=_multiple_of_16),
@@ -165,6 +166,7 @@ MODEL_FIELDS = [
     Field("latency_steps", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("cpu_threads", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("call", dict, required=False, default=dict),
+    Field("known_failures", dict, required=False, default=dict),
 ]
 PROMPT_FIELDS = [Field("text", str, check=lambda v: None if v.strip() else "must not be empty")]
 
@@ -199,6 +201,10 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             raise DataFileError(path, name, "max_sequence_length", f"missing (family {fam.name!r} pads prompts to it)")
         if fam.video and "num_frames" not in v["call"]:
             raise DataFileError(path, name, "call.num_frames", f"missing (family {fam.name!r} makes videos)")
+        known_here = {}
+        for config_id, raw_known in v["known_failures"].items():
+            kf = check_entry(path, f"{name}.known_failures.{config_id}", raw_known, KNOWN_FAILURE_FIELDS)
+            known_here[config_id] = KnownFailure(kf["match"], kf["reason"])
         models[name] = ModelSpec(
             name=name, source=v["source"], family=family_name, path=v["path"],
             description=v["description"], height=v["height"], width=v["width"], steps=v["steps"],
@@ -207,7 +213,8 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             fixtures_dir=fixtures_dir, devices=tuple(v["devices"] or DEVICES),
             configs=tuple(v["configs"]) if v["configs"] is not None else None,
             latency_rounds=v["latency_rounds"], cpu_float32=tuple(v["cpu_float32"]),
-            latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"], call=dict(v["call"]))
+            latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"], call=dict(v["call"]),
+            known_failures=known_here)
     if not models:
         raise DataFileError(path, None, None, "defines no model")
     return models
@@ -371,7 +378,7 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
                                     f"{clash[0]!r} runs in float32 on the CPU, but configuration {c.id!r} of "
                                     f"{path} quantizes it there: take it out of cpu_float32, or limit {c.id!r} "
                                     "to other models or devices")
-        for config_id in model.configs or ():
+        for config_id in list(model.configs or ()) + list(model.known_failures):
             if config_id not in known:
                 raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "configs",
                                     f"unknown configuration {config_id!r} (not in {path})")
@@ -393,6 +400,12 @@ class Case:
     @property
     def id(self) -> str:
         return f"{self.model.name}-{self.config.id}-{self.device}"
+
+    @property
+    def known_failure(self) -> KnownFailure | None:
+        """How the case is expected to fail: the model's own entry for the configuration (models.toml
+        known_failures), else the configuration's (matrix.toml known_failure)."""
+        return self.model.known_failures.get(self.config.id) or self.config.known_failure
 
     @property
     def components(self) -> tuple[str, ...]:

@@ -258,9 +258,9 @@ class GateSession:
             marks.append(pytest.mark.xdist_group(case.id))
         if case.device == "cuda" and not _cuda_available():
             marks.append(pytest.mark.skip(reason="needs CUDA: no CUDA device is visible to torch here"))
-        if case.config.known_failure is not None:
+        if case.known_failure is not None:
             marks.append(pytest.mark.xfail(strict=True, raises=KnownFailureReproduced,
-                                           reason=f"known failure: {case.config.known_failure.reason}"))
+                                           reason=f"known failure: {case.known_failure.reason}"))
         return marks
 
     @pytest.hookimpl(trylast=True)

@@ -88,12 +88,12 @@ class Runner:
 
     @staticmethod
     def _is_known_failure(case: Case, exc: Exception) -> bool:
-        known = case.config.known_failure
+        known = case.known_failure
         return known is not None and known.match in str(exc)
 
     def _fail(self, case: Case, exc: Exception) -> Exception:
         rec = self.record(case)
-        known = case.config.known_failure
+        known = case.known_failure
         if self._is_known_failure(case, exc):
             rec.status, rec.error = "known failure", f"{known.reason}: {exc}"
             exc = KnownFailureReproduced(f"{case.id}: known failure ({known.reason}): {exc}")

@@ -122,7 +122,8 @@ def test_a_data_file_of_arbitrary_bytes_is_refused_with_its_name(pristine, tmp_p
 def test_unknown_model_is_named_with_what_is_known(run_gate):
     result = run_gate("--qg-model", "tiny-fluxx")
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*model 'tiny-fluxx' is not in *models.toml (known: tiny-flux, flux-dev-synth)*"])
+    result.stdout.fnmatch_lines(["*model 'tiny-fluxx' is not in *models.toml (known: tiny-flux, tiny-sd3, tiny-sdxl, "
+                                 "tiny-qwenimage, tiny-wan, flux-dev-synth, sdxl-base-synth)*"])
 
 
 def test_unknown_backend_in_the_matrix_is_named(fixtures_copy):

@@ -32,7 +32,7 @@ def test_cpu_tier_covers_the_required_configurations():
     assert {"bf16", "torchao-int8wo", "torchao-float8wo", "torchao-int8dq", "torchao-int4wo-intx",
             "quanto-int8", "quanto-int4", "quanto-float8", "gguf-q8_0", "gguf-q5_1", "gguf-q4_0"} <= cpu
     pipeline = [c for c in configs if c.route == "pipeline"]
-    assert any({"transformer", "text_encoder_2"} <= set(c.components) for c in pipeline)
+    assert any({"denoiser", "text_encoder_big"} <= set(c.components) for c in pipeline)
 
 
 def test_case_ids_read_model_backend_setting_device():
@@ -52,8 +52,8 @@ BAD_CONFIGS = [
      "x-bad", "settings.weights_dtype", "missing"),
     ('id = "x-bad"\nbackend = "quanto"\ncomponents = "transformer"\ndevices = ["cpu"]\nsettings = {weights_dtype="int8"}',
      "x-bad", "components", "must be a list"),
-    ('id = "x-bad"\nbackend = "quanto"\ncomponents = ["unet"]\ndevices = ["cpu"]\nsettings = {weights_dtype="int8"}',
-     "x-bad", "components", "unknown value 'unet'"),
+    ('id = "x-bad"\nbackend = "quanto"\ncomponents = ["Unet!"]\ndevices = ["cpu"]\nsettings = {weights_dtype="int8"}',
+     "x-bad", "components", "is not a component name"),
     ('id = "x-bad"\nbackend = "quanto"\ncomponents = ["transformer"]\ndevices = ["tpu"]\nsettings = {weights_dtype="int8"}',
      "x-bad", "devices", "unknown value 'tpu'"),
     ('id = "x-bad"\nbackend = "quanto"\ncomponents = ["transformer"]\ndevices = ["cpu"]\nsettings = {weights_dtype="int3"}',
@@ -61,7 +61,7 @@ BAD_CONFIGS = [
     ('id = "x-bad"\nbackend = "quanto"\ncomponents = ["transformer"]\ndevices = ["cpu"]\nsettings = {weights_dtype="int8"}\nmarkers = ["fast"]',
      "x-bad", "markers", "unknown marker 'fast'"),
     ('id = "x-bad"\nbackend = "gguf"\ncomponents = ["text_encoder_2"]\ndevices = ["cpu"]\nsettings = {quant_type="Q8_0"}',
-     "x-bad", "components", "transformer only"),
+     "x-bad", "components", "denoiser only"),
     ('id = "x-bad"\nbackend = "bitsandbytes"\ncomponents = ["transformer"]\ndevices = ["cuda"]',
      "x-bad", "settings.load_in_4bit", "exactly one"),
     ('id = "x-bad"\nbackend = "torchao"\ncomponents = ["transformer"]\ndevices = ["cpu"]\nsettings = {config="int8wo"}',
@@ -144,7 +144,7 @@ def test_malformed_matrix_is_an_error_at_collection(run_gate, fixtures_copy):
 
 
 def test_load_on_device_needs_a_quantizing_backend(fixtures_copy):
-    _append_config(fixtures_copy, 'id = "x-bad"\nbackend = "gguf"\ncomponents = ["transformer"]\n'
+    _append_config(fixtures_copy, 'id = "x-bad"\nbackend = "gguf"\ncomponents = ["denoiser"]\n'
                                   'devices = ["cuda"]\nsettings = {quant_type="Q8_0"}\nload_on = "device"')
     with pytest.raises(DataFileError, match=r"field 'load_on': 'device' loads quantized components .* needs a torchao, quanto or bitsandbytes"):
         _load(fixtures_copy)

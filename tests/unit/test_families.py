@@ -1,0 +1,129 @@
+"""The family seam: each family is one registered module; a model names its family; roles resolve to
+the family's components; videos are judged frame by frame."""
+
+import json
+
+import numpy as np
+import pytest
+
+from quantgate.errors import DataFileError, QuantgateError
+from quantgate.families import family, family_of_pipeline, names, strip, unstrip
+from quantgate.matrix import build_cases, load_matrix, load_models
+from quantgate.metrics import compare_video
+from quantgate.modelcache import ensure_synthetic
+
+from .conftest import REPO
+
+TINY = {"tiny-flux": "FluxPipeline", "tiny-sd3": "StableDiffusion3Pipeline", "tiny-sdxl": "StableDiffusionXLPipeline",
+        "tiny-qwenimage": "QwenImagePipeline", "tiny-wan": "WanPipeline"}
+
+
+def test_every_built_in_family_is_registered_by_its_pipeline():
+    assert {"flux", "sd3", "sdxl", "qwenimage", "wan"} <= set(names())
+    for name in names():
+        assert family_of_pipeline(family(name).pipeline).name == name
+
+
+def test_unknown_family_names_the_registered_ones():
+    with pytest.raises(QuantgateError, match=r"unknown pipeline family 'kandinsky' \(registered: flux, "):
+        family("kandinsky")
+    with pytest.raises(QuantgateError, match="no registered family runs KandinskyPipeline"):
+        family_of_pipeline("KandinskyPipeline")
+
+
+def test_roles_become_each_familys_components():
+    models = load_models(REPO / "fixtures")
+    cases = {c.id: c for c in build_cases(models, load_matrix(REPO / "fixtures", models))}
+    assert cases["tiny-flux-bnb-nf4-pipeline-cuda"].components == ("transformer", "text_encoder_2")
+    assert cases["tiny-sd3-bnb-nf4-pipeline-cuda"].components == ("transformer", "text_encoder_3")
+    assert cases["tiny-sdxl-bnb-nf4-pipeline-cuda"].components == ("unet", "text_encoder_2")
+    assert cases["tiny-qwenimage-bnb-nf4-pipeline-cuda"].components == ("transformer", "text_encoder")
+    assert cases["tiny-wan-gguf-q4_0-cpu"].components == ("transformer",)
+    assert cases["tiny-sdxl-gguf-q4_0-cpu"].components == ("unet",)
+
+
+def test_a_configuration_naming_a_component_the_family_lacks_does_not_run_there(fixtures_copy):
+    path = fixtures_copy / "matrix.toml"
+    path.write_text(path.read_text() + '\n[[config]]\nid = "quanto-int8-t5"\nbackend = "quanto"\n'
+                    'components = ["text_encoder_2"]\ndevices = ["cpu"]\nsettings = {weights_dtype="int8"}\n')
+    models = load_models(fixtures_copy)
+    ran = {c.model.name for c in build_cases(models, load_matrix(fixtures_copy, models)) if c.config.id == "quanto-int8-t5"}
+    assert ran == {"tiny-flux", "tiny-sd3", "tiny-sdxl"}       # Qwen-Image and Wan have no text_encoder_2
+
+
+def _models_with(fixtures, old, new):
+    path = fixtures / "models.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return lambda: load_matrix(fixtures, load_models(fixtures))
+
+
+@pytest.mark.parametrize("old, new, field, problem", [
+    ('family = "wan"', 'family = "kandinsky"', "family", "unknown family 'kandinsky'"),
+    ('family = "flux"', 'builder = "flux"', "builder", "was renamed: write family = 'flux'"),
+    ("num_frames = 9 ", "num_frames = 8 ", "call.num_frames", "4k+1"),
+    ('[tiny-sdxl.call]\n', '[tiny-sdxl.call]\nnum_frames = 9\n', "call.num_frames",
+     "not a free call argument of family 'sdxl'"),
+    ('cpu_float32 = ["vae"]\nlatency_steps = 1\nlatency_rounds = 3\ncpu_threads = 1\n\n[tiny-sdxl.call]',
+     'cpu_float32 = ["text_encoder_3"]\nlatency_steps = 1\nlatency_rounds = 3\ncpu_threads = 1\n\n[tiny-sdxl.call]',
+     "cpu_float32", "not a component of family 'sdxl'"),
+], ids=["unknown-family", "builder-renamed", "frames-4k+1", "frames-on-images", "float32-unknown-part"])
+def test_bad_family_settings_are_named_with_the_field(fixtures_copy, old, new, field, problem):
+    load = _models_with(fixtures_copy, old, new)
+    with pytest.raises(DataFileError) as info:
+        load()
+    assert info.value.field == field and problem in info.value.problem
+
+
+def test_a_video_model_must_say_how_many_frames(fixtures_copy):
+    load = _models_with(fixtures_copy, "num_frames = 9 ", "# no frames ")
+    with pytest.raises(DataFileError, match=r"field 'call.num_frames': missing \(family 'wan' makes videos\)"):
+        load()
+
+
+def test_a_models_own_known_failure_applies_to_it_alone():
+    models = load_models(REPO / "fixtures")
+    cases = {c.id: c for c in build_cases(models, load_matrix(REPO / "fixtures", models))}
+    assert "time embedder" in cases["tiny-wan-quanto-int4-cpu"].known_failure.reason
+    assert cases["tiny-flux-quanto-int4-cpu"].known_failure is None
+
+
+@pytest.mark.parametrize("model", sorted(TINY))
+def test_each_tiny_model_builds_as_its_familys_pipeline(model, shared_cache):
+    spec = load_models(REPO / "fixtures")[model]
+    folder = ensure_synthetic(spec, shared_cache)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == TINY[model]
+    fam = spec.pipeline_family
+    assert index[fam.denoiser][0] == "diffusers"
+    assert all(index[c.name] == [c.library, c.cls] for c in fam.synthetic)
+
+
+def test_frames_side_by_side_and_back():
+    frames = np.random.default_rng(0).integers(0, 256, (5, 16, 12, 3), dtype=np.uint8)
+    image = strip(frames)
+    assert image.shape == (16, 60, 3)
+    assert np.array_equal(unstrip(image, 5), frames)
+    with pytest.raises(ValueError, match="does not hold 7 frames"):
+        unstrip(image, 7)
+
+
+def _video(change: float) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    base = rng.integers(40, 200, (1, 32, 32, 3)).astype(np.float64)
+    steps = rng.normal(0, change, (6, 32, 32, 3)).cumsum(axis=0)
+    return np.clip(base + steps, 0, 255).round().astype(np.uint8)
+
+
+def test_video_metrics_see_the_worst_frame_and_the_motion():
+    ref = _video(8.0)
+    same = compare_video(ref, ref)
+    assert same.ssim == 1.0 and same.temporal_ratio == 1.0 and same.frames == 6
+    damaged = ref.copy()
+    damaged[3] = 255 - damaged[3]                       # one frame broken
+    hit = compare_video(ref, damaged)
+    assert hit.ssim_worst < 0.2 < hit.ssim
+    assert hit.temporal_ratio > 1.5                    # the broken frame jumps from its neighbours
+    frozen = np.repeat(ref[:1], 6, axis=0)
+    assert compare_video(ref, frozen).temporal_ratio == 0.0
