@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,9 +26,47 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("qg-cache")
 
 
+HARNESS_MODELS = ("tiny-flux", "flux-dev-synth")
+
+
+def _only_models(models_toml: str, keep: tuple[str, ...]) -> str:
+    """models.toml with only the tables (and their sub-tables) of the models in `keep`."""
+    out, keeping = [], True
+    for line in models_toml.splitlines(keepends=True):
+        if line.startswith("["):
+            keeping = line.strip("[]\n ").split(".")[0] in keep
+        if keeping:
+            out.append(line)
+    return "".join(out)
+
+
+@functools.cache
+def harness_dirs() -> tuple[Path, Path]:
+    """(fixtures, baselines) of the harness's own tests: the repository's, with the FLUX models only.
+    The harness is judged on the embedded default model; the other families' tiny models run in the
+    gate itself (tox -e gate), not once more in every planted run here."""
+    root = Path(tempfile.mkdtemp(prefix="qg-harness-"))
+    fixtures, baselines = root / "fixtures", root / "baselines"
+    shutil.copytree(REPO / "fixtures", fixtures)
+    models = fixtures / "models.toml"
+    models.write_text(_only_models(models.read_text(), HARNESS_MODELS))
+    for name in HARNESS_MODELS:
+        if (REPO / "baselines" / name).is_dir():
+            shutil.copytree(REPO / "baselines" / name, baselines / name)
+    return fixtures, baselines
+
+
 @pytest.fixture
 def fixtures_copy(tmp_path) -> Path:
-    """A private copy of the repository's fixtures, for tests that plant bad or changed data."""
+    """A private copy of the harness's fixtures (FLUX models), for tests that plant bad or changed data."""
+    dst = tmp_path / "fixtures"
+    shutil.copytree(harness_dirs()[0], dst)
+    return dst
+
+
+@pytest.fixture
+def all_fixtures_copy(tmp_path) -> Path:
+    """A private copy of the repository's fixtures, every family's models included."""
     dst = tmp_path / "fixtures"
     shutil.copytree(REPO / "fixtures", dst)
     return dst
@@ -35,7 +75,7 @@ def fixtures_copy(tmp_path) -> Path:
 @pytest.fixture
 def baselines_copy(tmp_path) -> Path:
     dst = tmp_path / "baselines"
-    shutil.copytree(REPO / "baselines", dst)
+    shutil.copytree(harness_dirs()[1], dst)
     return dst
 
 
@@ -50,8 +90,8 @@ def run_gate(pytester, shared_cache, tmp_path):
         run.results_dirs.append(results)
         return pytester.runpytest_subprocess(
             str(GATE_TESTS), "-p", "no:cacheprovider", "--benchmark-disable", "-m", "not gpu",
-            "--qg-fixtures", str(fixtures or REPO / "fixtures"),
-            "--qg-baselines", str(baselines or REPO / "baselines"),
+            "--qg-fixtures", str(fixtures or harness_dirs()[0]),
+            "--qg-baselines", str(baselines or harness_dirs()[1]),
             "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(results), "--qg-no-report", *args)
 
     run.results_dirs = []
@@ -97,7 +137,7 @@ def gate_run(out: Path, cache: Path, planted: dict | None = None,
     planted faults, `fixtures` with other fixtures than the repository's."""
     env = dict(os.environ)
     args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", "not gpu",
-            "--qg-fixtures", str(fixtures or REPO / "fixtures"),
+            "--qg-fixtures", str(fixtures or harness_dirs()[0]), "--qg-baselines", str(harness_dirs()[1]),
             "--qg-cache-dir", str(cache), "--qg-results-dir", str(out), "--benchmark-enable", "--qg-no-report",
             "--qg-unused-baselines=fail",
             "--benchmark-autosave", f"--benchmark-storage=file://{out.parent / 'storage'}"]
@@ -147,7 +187,7 @@ def latency_calibrated_fixtures(dst: Path, runs: list[Path]) -> Path:
 
     import tomli_w
 
-    shutil.copytree(REPO / "fixtures", dst)
+    shutil.copytree(harness_dirs()[0], dst)
     path = dst / "expectations" / "tiny-flux.toml"
     shipped = tomllib.loads(path.read_text())
     done = subprocess.run([sys.executable, "-m", "quantgate", "propose-expectations", "--latency-margin",

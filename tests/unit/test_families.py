@@ -42,12 +42,12 @@ def test_roles_become_each_familys_components():
     assert cases["tiny-sdxl-gguf-q4_0-cpu"].components == ("unet",)
 
 
-def test_a_configuration_naming_a_component_the_family_lacks_does_not_run_there(fixtures_copy):
-    path = fixtures_copy / "matrix.toml"
+def test_a_configuration_naming_a_component_the_family_lacks_does_not_run_there(all_fixtures_copy):
+    path = all_fixtures_copy / "matrix.toml"
     path.write_text(path.read_text() + '\n[[config]]\nid = "quanto-int8-t5"\nbackend = "quanto"\n'
                     'components = ["text_encoder_2"]\ndevices = ["cpu"]\nsettings = {weights_dtype="int8"}\n')
-    models = load_models(fixtures_copy)
-    ran = {c.model.name for c in build_cases(models, load_matrix(fixtures_copy, models)) if c.config.id == "quanto-int8-t5"}
+    models = load_models(all_fixtures_copy)
+    ran = {c.model.name for c in build_cases(models, load_matrix(all_fixtures_copy, models)) if c.config.id == "quanto-int8-t5"}
     assert ran == {"tiny-flux", "tiny-sd3", "tiny-sdxl"}       # Qwen-Image and Wan have no text_encoder_2
 
 
@@ -69,15 +69,15 @@ def _models_with(fixtures, old, new):
      'cpu_float32 = ["text_encoder_3"]\nlatency_steps = 1\nlatency_rounds = 3\ncpu_threads = 1\n\n[tiny-sdxl.call]',
      "cpu_float32", "not a component of family 'sdxl'"),
 ], ids=["unknown-family", "builder-renamed", "frames-4k+1", "frames-on-images", "float32-unknown-part"])
-def test_bad_family_settings_are_named_with_the_field(fixtures_copy, old, new, field, problem):
-    load = _models_with(fixtures_copy, old, new)
+def test_bad_family_settings_are_named_with_the_field(all_fixtures_copy, old, new, field, problem):
+    load = _models_with(all_fixtures_copy, old, new)
     with pytest.raises(DataFileError) as info:
         load()
     assert info.value.field == field and problem in info.value.problem
 
 
-def test_a_video_model_must_say_how_many_frames(fixtures_copy):
-    load = _models_with(fixtures_copy, "num_frames = 9 ", "# no frames ")
+def test_a_video_model_must_say_how_many_frames(all_fixtures_copy):
+    load = _models_with(all_fixtures_copy, "num_frames = 9 ", "# no frames ")
     with pytest.raises(DataFileError, match=r"field 'call.num_frames': missing \(family 'wan' makes videos\)"):
         load()
 
