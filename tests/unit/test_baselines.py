@@ -155,4 +155,4 @@ def test_committed_baselines_match_the_models_settings():
         for hw in store.hardware_classes(model.name):
             for prompt, seed in model.images():
                 device = "cpu" if hw.startswith("cpu") else "cuda"
-                assert store.load(model, hw, prompt, seed, device).shape == (model.height, model.width, 3)
+                assert store.load(model, hw, prompt, seed, device).shape == (model.height, model.width * model.frames, 3)

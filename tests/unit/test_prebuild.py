@@ -8,12 +8,13 @@ import time
 from quantgate import prebuild
 from quantgate.matrix import build_cases, load_matrix, load_models
 
-from .conftest import REPO
+from .conftest import harness_dirs
 
 
 def _cases(*ids):
-    models = load_models(REPO / "fixtures")
-    return [c for c in build_cases(models, load_matrix(REPO / "fixtures", models))
+    fixtures = harness_dirs()[0]
+    models = load_models(fixtures)
+    return [c for c in build_cases(models, load_matrix(fixtures, models))
             if c.config.id in ids and c.device == "cpu"]
 
 

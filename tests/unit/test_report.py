@@ -14,7 +14,7 @@ import pytest
 
 from quantgate.cli import main
 
-from .conftest import PLANTED, REPO
+from .conftest import PLANTED, REPO, harness_dirs
 
 CONFIGS = ("bf16", "torchao-int8wo", "quanto-int8")
 
@@ -33,13 +33,14 @@ def run_with_report(tmp_path_factory, shared_cache):
     out = root / "results"
     subprocess.run([sys.executable, "-m", "pytest", str(REPO / "tests" / "gate"), "-p", "no:cacheprovider", "-q",
                     "-m", "not gpu", "--benchmark-disable", "--qg-cache-dir", str(shared_cache),
+                    "--qg-fixtures", str(harness_dirs()[0]), "--qg-baselines", str(harness_dirs()[1]),
                     "--qg-results-dir", str(out), "--qg-case-session", "planted_sessions:Planted",
                     "-k", "not test_latency_ratio",   # timing is not what this run is about
                     *[a for c in CONFIGS for a in ("--qg-config", c)]],
                    cwd=REPO, capture_output=True, timeout=600,
                    env={**os.environ, "PYTHONPATH": str(root), "QG_PLANTED": "quanto-int8=drift"})
     assert (out / "report.html").is_file()
-    return out, REPO / "baselines"
+    return out, harness_dirs()[1]
 
 
 def test_a_run_writes_one_self_contained_report_failures_first(run_with_report):
@@ -70,7 +71,7 @@ def test_a_bump_report_shows_the_base_beside_each_case(run_with_report, tmp_path
     out, baselines = run_with_report
     target = tmp_path / "bump.html"
     assert main(["report", str(out), "--base", str(out), "--out", str(target), "--baselines", str(baselines),
-                 "--fixtures", str(REPO / "fixtures")]) == 0
+                 "--fixtures", str(harness_dirs()[0])]) == 0
     html = target.read_text()
     assert "base: tests, SSIM, bytes, step ms" in html and "Compared with the base" in html
 
