@@ -52,12 +52,13 @@ def main() -> None:
     cache_root = Path(args.cache_dir) if args.cache_dir else default_cache_root()
     folder = model_dir(models[args.model], cache_root)
     # the gate's own component load (quantization config, GGUF file, load_on), one component at a time
-    session = CaseSession(Case(models[args.model], cfg, args.device), str(folder), str(cache_root))
+    case = Case(models[args.model], cfg, args.device)
+    session = CaseSession(case, str(folder), str(cache_root))
     import_backend(cfg.backend)
     _, classes = _component_classes(folder)
-    for name in cfg.components:
+    for name in case.components:
         started = time.perf_counter()
-        module = session._load_component(name, classes[name], torch.bfloat16)
+        module = session._load_component(name, *classes[name], torch.bfloat16)
         _line(component=name, stage="load", seconds=round(time.perf_counter() - started, 2))
         started = time.perf_counter()
         module.to(args.device)

@@ -201,6 +201,11 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             raise DataFileError(path, name, "max_sequence_length", f"missing (family {fam.name!r} pads prompts to it)")
         if fam.video and "num_frames" not in v["call"]:
             raise DataFileError(path, name, "call.num_frames", f"missing (family {fam.name!r} makes videos)")
+        own = fam.synthetic_names()
+        unknown_parts = [n for n in v["cpu_float32"] if own and n not in own]
+        if unknown_parts:
+            raise DataFileError(path, name, "cpu_float32", f"{unknown_parts[0]!r} is not a component of family "
+                                f"{fam.name!r} ({', '.join(sorted(own))})")
         known_here = {}
         for config_id, raw_known in v["known_failures"].items():
             kf = check_entry(path, f"{name}.known_failures.{config_id}", raw_known, KNOWN_FAILURE_FIELDS)
@@ -365,12 +370,6 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             memory_limit_gib=v["memory_limit_gib"] if v["memory_limit_gib"] is not None else defaults["memory_limit_gib"]))
     known = {c.id for c in configs}
     for model in models.values():
-        own = {comp.name for comp in model.pipeline_family.synthetic}
-        unknown_parts = [n for n in model.cpu_float32 if own and n not in own]
-        if unknown_parts:
-            raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "cpu_float32",
-                                f"{unknown_parts[0]!r} is not a component of family {model.family!r} "
-                                f"({', '.join(sorted(own))})")
         for c in configs:
             clash = [n for n in components_of(model, c) or () if n in model.cpu_float32]
             if clash and "cpu" in c.devices and "cpu" in model.devices and _runs(model, c):
@@ -378,10 +377,11 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
                                     f"{clash[0]!r} runs in float32 on the CPU, but configuration {c.id!r} of "
                                     f"{path} quantizes it there: take it out of cpu_float32, or limit {c.id!r} "
                                     "to other models or devices")
-        for config_id in list(model.configs or ()) + list(model.known_failures):
-            if config_id not in known:
-                raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, "configs",
-                                    f"unknown configuration {config_id!r} (not in {path})")
+        for field_name, ids in (("configs", model.configs or ()), ("known_failures", model.known_failures)):
+            for config_id in ids:
+                if config_id not in known:
+                    raise DataFileError(Path(fixtures_dir) / "models.toml", model.name, field_name,
+                                        f"unknown configuration {config_id!r} (not in {path})")
     references = [c.id for c in configs if c.is_reference]
     if len(references) != 1:
         raise DataFileError(path, None, "backend",
@@ -421,19 +421,18 @@ def components_of(model: ModelSpec, config: BackendConfig) -> tuple[str, ...] | 
     """The configuration's components for this model: roles ("denoiser", "text_encoder_big") become
     the family's components; None where the family has no such role, or a GGUF configuration meets a
     family whose denoiser diffusers loads from no single file."""
+    from .families import ROLES
+
     fam = model.pipeline_family
     if config.backend == "gguf" and fam.gguf_arch is None:
         return None
     out = []
     for name in config.components:
-        from .families import ROLES
-
         real = fam.role(name) if name in ROLES else name
         if real is None:
             return None
         out.append(real)
-    own = {c.name for c in fam.synthetic}
-    if model.source == "synthetic" and any(n not in own for n in out):
+    if model.source == "synthetic" and any(n not in fam.synthetic_names() for n in out):
         return None
     return tuple(out)
 

@@ -20,14 +20,14 @@ from .backends import import_backend, pipeline_quantization_config, quantization
 from .matrix import Case
 
 
-def _component_classes(model_dir: Path) -> tuple[type, dict[str, type]]:
-    """The pipeline class and each component's class, as model_index.json names them."""
+def _component_classes(model_dir: Path) -> tuple[type, dict[str, tuple[str, type]]]:
+    """The pipeline class, and each component's library and class, as model_index.json names them."""
     index = json.loads((Path(model_dir) / "model_index.json").read_text())
     pipe_cls = getattr(importlib.import_module("diffusers"), index["_class_name"])
     classes = {}
     for name, value in index.items():
         if isinstance(value, list) and len(value) == 2 and value[0] in ("diffusers", "transformers"):
-            classes[name] = getattr(importlib.import_module(value[0]), value[1])
+            classes[name] = (value[0], getattr(importlib.import_module(value[0]), value[1]))
     return pipe_cls, classes
 
 
@@ -141,13 +141,13 @@ class CaseSession:
             if cfg.backend in ("none", "layerwise"):
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype)
             elif cfg.route == "pipeline":
-                libraries = {name: classes[name].__module__.split(".")[0] for name in components}
-                qc = pipeline_quantization_config(cfg.backend, cfg.settings, libraries)
+                qc = pipeline_quantization_config(cfg.backend, cfg.settings,
+                                                  {name: classes[name][0] for name in components})
                 # a device name as the pipeline's device_map: every component loads (and is quantized) there
                 extra = {"device_map": self.case.device} if cfg.load_on == "device" else {}
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, quantization_config=qc, **extra)
             else:
-                parts = {name: self._load_component(name, classes[name], dtype) for name in components}
+                parts = {name: self._load_component(name, *classes[name], dtype) for name in components}
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, **parts)
             if cfg.backend == "layerwise":
                 for name in components:
@@ -167,9 +167,9 @@ class CaseSession:
                 "memory": dict(self.memory), "environment": environment(self.case.device),
                 "dtypes": component_dtypes(pipe)}
 
-    def _load_component(self, name: str, cls: type, dtype):
+    def _load_component(self, name: str, library: str, cls: type, dtype):
         cfg = self.case.config
-        qc = quantization_config(cfg.backend, cfg.settings, cls.__module__.split(".")[0])
+        qc = quantization_config(cfg.backend, cfg.settings, library)
         if cfg.backend == "gguf":
             from .gguf_files import ensure_denoiser_gguf
 

@@ -188,11 +188,10 @@ def _apply_merges(symbols: list[str], merges: list[tuple[str, str]]) -> list[str
     """Byte-pair encoding of one pre-token: merge the lowest-ranked adjacent pair until none is left."""
     ranks = {pair: i for i, pair in enumerate(merges)}
     while len(symbols) > 1:
-        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
-        best = min((r, i) for r, i in pairs if r is not None) if any(r is not None for r, _ in pairs) else None
-        if best is None:
-            return symbols
-        i = best[1]
+        ranked = [(ranks[pair], i) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
+        if not ranked:
+            break
+        _, i = min(ranked)
         symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
     return symbols
 

@@ -63,6 +63,10 @@ class Family:
         """The component that plays a matrix role here, or None where the family has none."""
         return {"denoiser": self.denoiser, "text_encoder_big": self.text_encoder_big}[name]
 
+    def synthetic_names(self) -> frozenset[str]:
+        """The components a synthetic model of this family has."""
+        return frozenset(c.name for c in self.synthetic)
+
     def config_files(self) -> tuple[str, ...]:
         """The files under fixtures/models/<model>/ a synthetic build reads, in a fixed order."""
         files = [c.config for c in self.synthetic] + ["scheduler.json"]

@@ -19,12 +19,12 @@ def _similarity(case, reference, image):
 
 def _problems(key, sim, expected, saved) -> list[str]:
     out = []
-    checks = [("SSIM", "mean SSIM" if sim.frames > 1 else "SSIM", sim.ssim, expected.ssim_min, "{:.4f}", ""),
-              ("PSNR", "mean PSNR" if sim.frames > 1 else "PSNR", sim.psnr, expected.psnr_min, "{:.2f}", " dB")]
+    checks = [("mean SSIM" if sim.frames > 1 else "SSIM", sim.ssim, expected.ssim_min, "{:.4f}", ""),
+              ("mean PSNR" if sim.frames > 1 else "PSNR", sim.psnr, expected.psnr_min, "{:.2f}", " dB")]
     if sim.frames > 1:
-        checks += [("SSIM", "worst frame's SSIM", sim.ssim_worst, expected.ssim_frame_min, "{:.4f}", ""),
-                   ("PSNR", "worst frame's PSNR", sim.psnr_worst, expected.psnr_frame_min, "{:.2f}", " dB")]
-    for _, label, value, floor, fmt, unit in checks:
+        checks += [("worst frame's SSIM", sim.ssim_worst, expected.ssim_frame_min, "{:.4f}", ""),
+                   ("worst frame's PSNR", sim.psnr_worst, expected.psnr_frame_min, "{:.2f}", " dB")]
+    for label, value, floor, fmt, unit in checks:
         if floor is not None and value < floor:
             out.append(f"{key}: {label} {fmt.format(value)}{unit} < floor {fmt.format(floor)}{unit} (image: {saved})")
     ratio = sim.temporal_ratio
