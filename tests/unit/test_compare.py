@@ -12,6 +12,7 @@ import pytest
 
 from quantgate.cli import main
 from quantgate.compare import CompareError, compare_runs, load_run, load_thresholds
+from quantgate.results import latency_ratio
 
 from .conftest import REPO, UNCHANGED_CONFIGS
 
@@ -79,11 +80,17 @@ def test_a_configuration_that_vanished_is_a_regression(runs, tmp_path, capsys):
 def test_latency_can_be_judged_as_a_ratio_to_bf16(runs, tmp_path):
     th = tmp_path / "ratio.toml"
     th.write_text('[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n')
-    findings = compare_runs(load_run(runs["base"]), load_run(runs["planted"]), load_thresholds(th))
+    base, planted = load_run(runs["base"]), load_run(runs["planted"])
+    findings = compare_runs(base, planted, load_thresholds(th))
     latency = {f.case: f for f in findings if f.what == "latency"}
-    slowed = latency["tiny-flux-torchao-int8wo-cpu"]       # planted 1.5x slower: about 1.5x its ratio to BF16
-    assert slowed.base.endswith("x BF16") and slowed.candidate.endswith("x BF16")
-    assert 1.3 < float(slowed.candidate[:-7]) / float(slowed.base[:-7]) < 1.7
+    case = "tiny-flux-torchao-int8wo-cpu"     # its transformer's forwards planted 1.5x slower
+    slowed = latency[case]                    # a finding: its ratio to BF16 grew more than 25%
+    assert (slowed.base, slowed.candidate) == tuple(
+        f"{latency_ratio(run.records[case], run.references[case]):.2f}x BF16" for run in (base, planted))
+    # the step also schedules outside the planted forwards: 1.57x on the 2-core development machine,
+    # between 1.25x and 1.35x on CI (its figures read 1.4x and 1.1x), never more than 1.5x and noise
+    ratio = float(slowed.candidate.removesuffix("x BF16")) / float(slowed.base.removesuffix("x BF16"))
+    assert 1.25 < ratio < 1.7, (slowed.base, slowed.candidate)
 
 
 def test_results_of_another_hardware_class_are_refused(runs, tmp_path):
