@@ -1,6 +1,6 @@
 """Root conftest of the quantgate repository.
 
-The gate itself is the pytest plugin `quantgate.plugin`, loaded through its entry point once the
+The gate itself is the pytest plugin `quantgate.gate.plugin`, loaded through its entry point once the
 package is installed (pip install -e .). Where it is not installed but importable (a GPU host that
 runs the checkout with PYTHONPATH=wheels:repo), or where plugin autoloading is off, this file loads
 it by name, so the gate's options are known before pytest parses them; it checks that it is loaded.
@@ -14,7 +14,7 @@ import pytest
 
 
 def pytest_configure(config):
-    if not (config.pluginmanager.has_plugin("quantgate") or config.pluginmanager.has_plugin("quantgate.plugin")):
+    if not (config.pluginmanager.has_plugin("quantgate") or config.pluginmanager.has_plugin("quantgate.gate.plugin")):
         found = importlib.util.find_spec("quantgate") is not None
         raise pytest.UsageError(
             "the quantgate pytest plugin is not loaded: install the package first "
@@ -31,4 +31,4 @@ def _loaded_by_entry_point() -> bool:
 # pytester runs the gate in a subprocess for the harness's own tests (tests/unit).
 pytest_plugins = ["pytester"]
 if importlib.util.find_spec("quantgate") is not None and not _loaded_by_entry_point():
-    pytest_plugins.append("quantgate.plugin")
+    pytest_plugins.append("quantgate.gate.plugin")

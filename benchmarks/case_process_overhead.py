@@ -11,10 +11,10 @@ import statistics
 import time
 from pathlib import Path
 
+from quantgate.case.isolation import open_case
 from quantgate.hardware import environment
-from quantgate.isolation import open_case
 from quantgate.matrix import build_cases, load_matrix, load_models
-from quantgate.modelcache import default_cache_root, ensure_synthetic
+from quantgate.sources.cache import default_cache_root, ensure_synthetic
 
 
 def main() -> None:

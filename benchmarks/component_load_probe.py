@@ -42,9 +42,9 @@ def main() -> None:
     import torch
 
     from quantgate.backends import import_backend
+    from quantgate.case.session import CaseSession, _component_classes
     from quantgate.matrix import Case, load_matrix, load_models
-    from quantgate.modelcache import default_cache_root, model_dir
-    from quantgate.run import CaseSession, _component_classes
+    from quantgate.sources.cache import default_cache_root, model_dir
 
     models = load_models(args.fixtures)
     configs = {c.id: c for c in load_matrix(args.fixtures, models)}

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-STACK = ["quantgate.worker"]
+STACK = ["quantgate.case.worker"]
 BACKENDS = ["torchao", "optimum.quanto", "bitsandbytes", "gguf"]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quantgate.results import read_results  # noqa: E402
+from quantgate.results.record import read_results  # noqa: E402
 
 
 def _seconds(a: str, b: str) -> float:

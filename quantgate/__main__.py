@@ -1,3 +1,3 @@
-from .cli import main
+from quantgate.cli import main
 
 raise SystemExit(main())

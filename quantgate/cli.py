@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import QuantgateError
+from quantgate.errors import QuantgateError
+from quantgate.status import Status
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +29,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _cache_root(args) -> Path:
-    from .modelcache import default_cache_root
+    from quantgate.sources.cache import default_cache_root
 
     return Path(args.cache_dir).expanduser().resolve() if args.cache_dir else default_cache_root()
 
 
 def _models(args):
-    from .checkpoints import select_models
-    from .matrix import load_models
+    from quantgate.matrix import load_models
+    from quantgate.sources.checkpoints import select_models
 
     wanted = getattr(args, "model", None)
     return select_models(load_models(Path(args.fixtures)), [wanted] if wanted else [],
@@ -43,7 +44,7 @@ def _models(args):
 
 
 def cmd_build_model(args) -> int:
-    from .modelcache import model_dir
+    from quantgate.sources.cache import model_dir
 
     for name, spec in _models(args).items():
         print(f"{name}: {model_dir(spec, _cache_root(args))}")
@@ -52,10 +53,10 @@ def cmd_build_model(args) -> int:
 
 def cmd_regen_baselines(args) -> int:
     """Run the reference configuration in its own process and write its images as the baselines."""
-    from .baselines import BaselineStore
-    from .checkpoints import identity
-    from .matrix import Case, load_matrix, reference_config
-    from .runner import Runner
+    from quantgate.case.runner import Runner
+    from quantgate.matrix import Case, load_matrix, reference_config
+    from quantgate.results.baselines import BaselineStore
+    from quantgate.sources.checkpoints import identity
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     models = _models(args)
@@ -106,8 +107,8 @@ def cmd_propose_expectations(args) -> int:
     floors over all its machines); on a CPU, a CPU class's table holds its latency ceilings, and image
     floors where that class alone measured them higher by more than the margin. Each table's basis
     states how many runs it rests on and the spread between them."""
-    from .matrix import expectation_classes
-    from .results import latency_ratio, read_results, references_by_case
+    from quantgate.matrix import expectation_classes
+    from quantgate.results.record import latency_ratio, read_results, references_by_case
 
     runs: dict[tuple[str, str], list] = {}
     ratios_of: dict[tuple[str, str], list] = {}
@@ -121,7 +122,7 @@ def cmd_propose_expectations(args) -> int:
               + (f", {env['cpu_class']}" if env.get("cpu_class") and not env.get("gpu") else "")
               + f", {env.get('gpu') or 'no GPU'})")
         for r in records:
-            if r.status != "ok":
+            if r.status != Status.OK:
                 continue
             runs.setdefault((r.hardware, r.config), []).append(r)
             ratio = latency_ratio(r, refs.get(r.case))
@@ -224,8 +225,8 @@ def _period(dates: list[str]) -> str:
 
 
 def cmd_reference_table(args) -> int:
-    from .reference_table import OFF_BY, table
-    from .results import read_results
+    from quantgate.results.record import read_results
+    from quantgate.results.reference_table import OFF_BY, table
 
     data, records = read_results(Path(args.results))
     text, flagged = table(Path(args.reference), records, data["environment"], data["started"])
@@ -239,23 +240,23 @@ def cmd_reference_table(args) -> int:
 
 def cmd_compare(args) -> int:
     """Exit 0 when no threshold is crossed, 1 on a regression (2 on bad input)."""
-    from .compare import compare_runs, load_run, load_thresholds, markdown
+    from quantgate.results.compare import compare_runs, load_run, load_thresholds, markdown
 
     thresholds = load_thresholds(Path(args.thresholds) if args.thresholds else None)
     base, cand = load_run(Path(args.base)), load_run(Path(args.candidate))
     findings = compare_runs(base, cand, thresholds)
     text = markdown(base, cand, thresholds, findings)
     if args.markdown:
-        from .results import _atomic_write
+        from quantgate.io import atomic_write
 
-        _atomic_write(Path(args.markdown), text)
+        atomic_write(Path(args.markdown), text)
     print(text, end="")
     return 1 if any(f.regression for f in findings) else 0
 
 
 def cmd_report(args) -> int:
-    from .compare import resolve
-    from .report import write
+    from quantgate.results.compare import resolve
+    from quantgate.results.report import write
 
     results = resolve(Path(args.results))
     out = Path(args.out) if args.out else results.parent / "report.html"
@@ -266,7 +267,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_candidate_lock(args) -> int:
-    from .locks_files import candidate_lock
+    from quantgate.locks_files import candidate_lock
 
     out = candidate_lock(Path(args.base), args.packages, Path(args.out))
     print(f"wrote {out}")
@@ -274,7 +275,7 @@ def cmd_candidate_lock(args) -> int:
 
 
 def cmd_merge_results(args) -> int:
-    from .merge import merge_results
+    from quantgate.results.merge import merge_results
 
     out, repeated = merge_results([Path(p) for p in args.results], Path(args.out))
     print(f"merged {len(args.results)} result set(s) into {out}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import QuantgateError
+from quantgate.errors import QuantgateError
 
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;#]+)")
 
@@ -51,7 +51,7 @@ def candidate_lock(base: Path, moves: list[str], out: Path) -> Path:
         if m and _norm(m.group(1)) in moved:
             line = f"{m.group(1)}=={moved[_norm(m.group(1))]}"
         lines.append(line)
-    from .results import _atomic_write
+    from quantgate.io import atomic_write
 
-    _atomic_write(Path(out), "\n".join(lines) + "\n")
+    atomic_write(Path(out), "\n".join(lines) + "\n")
     return Path(out)

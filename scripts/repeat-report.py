@@ -12,8 +12,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from quantgate.merge import MEASURED as FIGURES  # what must be identical wherever a case ran
-from quantgate.results import read_results
+from quantgate.results.merge import MEASURED as FIGURES  # what must be identical wherever a case ran
+from quantgate.results.record import read_results
 
 
 def _by_case(path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from ..errors import QuantgateError
-from .base import ROLES, Family, SynthComponent, SynthTokenizer, strip, unstrip
+from quantgate.errors import QuantgateError
+from quantgate.families.base import ROLES, Family, SynthComponent, SynthTokenizer, strip, unstrip
 
 __all__ = ["ROLES", "Family", "SynthComponent", "SynthTokenizer", "family", "family_of_pipeline", "names",
            "strip", "unstrip"]

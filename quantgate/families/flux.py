@@ -3,7 +3,7 @@ Guidance is distilled into the transformer (guidance_embeds): one transformer pa
 
 from __future__ import annotations
 
-from .base import Family, SynthComponent, SynthTokenizer
+from quantgate.families.base import Family, SynthComponent, SynthTokenizer
 
 
 class Flux(Family):

@@ -4,7 +4,7 @@ step only with true_cfg_scale > 1 and a negative prompt."""
 
 from __future__ import annotations
 
-from .base import Family, SynthComponent, SynthTokenizer
+from quantgate.families.base import Family, SynthComponent, SynthTokenizer
 
 
 class QwenImage(Family):

@@ -4,7 +4,7 @@ guidance: two UNet passes a step when guidance_scale > 1."""
 
 from __future__ import annotations
 
-from .base import Family, SynthComponent, SynthTokenizer
+from quantgate.families.base import Family, SynthComponent, SynthTokenizer
 
 
 class SDXL(Family):

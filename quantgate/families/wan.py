@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Family, SynthComponent, SynthTokenizer
+from quantgate.families.base import Family, SynthComponent, SynthTokenizer
 
 
 class Wan(Family):

@@ -2,7 +2,7 @@
 
 Runs last of its case's tests: it closes the case's process, then checks that every process the
 case started has ended and, on CUDA, that the GPU's used memory is back to what it was before the
-case started (quantgate.leaks). A failure names the case that leaked and what it left.
+case started (quantgate.case.leaks). A failure names the case that leaked and what it left.
 """
 
 import pytest

@@ -1,6 +1,6 @@
 """Weights: every quantized component really shrank, and stays under its ceiling.
 
-Bytes are counted from the storages the weights hold (quantgate.memory), never from
+Bytes are counted from the storages the weights hold (quantgate.case.memory), never from
 get_memory_footprint(), which reports torchao and quanto weights at their unquantized size.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from quantgate.matrix import load_models
-from quantgate.modelcache import ensure_synthetic
+from quantgate.sources.cache import ensure_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 GATE_TESTS = REPO / "tests" / "gate"
@@ -215,7 +215,7 @@ import os, signal, subprocess, time
 
 import torch
 
-from quantgate.run import CaseSession
+from quantgate.case.session import CaseSession
 
 
 def faults_of(case):

@@ -16,11 +16,11 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quantgate.checkpoints import resolve_checkpoint
 from quantgate.errors import DataFileError, QuantgateError
 from quantgate.matrix import load_expectations, load_matrix, load_models
-from quantgate.results import CaseRecord, read_results, write_results
-from quantgate.weightfiles import safetensors_problem
+from quantgate.results.record import CaseRecord, read_results, write_results
+from quantgate.sources.checkpoints import resolve_checkpoint
+from quantgate.sources.weightfiles import safetensors_problem
 
 from .conftest import REPO, harness_dirs
 
@@ -180,7 +180,7 @@ def test_a_full_disk_while_writing_results_keeps_the_last_written_set(tmp_path, 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("quantgate.results.os.replace", full)
+    monkeypatch.setattr("quantgate.results.record.os.replace", full)
     with pytest.raises(OSError, match="No space left"):
         write_results(folder, [_record(), _record("tiny-flux-x-cpu")], {"hardware": "cpu-x86_64"}, "2026-11-26")
     assert (folder / "results.json").read_bytes() == before
@@ -234,7 +234,7 @@ def test_a_run_that_uses_every_baseline_reports_none(unchanged_runs):
 
 def _build_in_process(args):
     from quantgate.matrix import load_models
-    from quantgate.modelcache import BUILD_META, ensure_synthetic
+    from quantgate.sources.cache import BUILD_META, ensure_synthetic
 
     fixtures, cache = args
     folder = ensure_synthetic(load_models(fixtures)["tiny-flux"], cache)
@@ -261,8 +261,8 @@ def _baseline_images(fixtures, seed):
 
 
 def _write_baselines(args):
-    from quantgate.baselines import BaselineStore
     from quantgate.matrix import reference_config
+    from quantgate.results.baselines import BaselineStore
 
     fixtures, root, seed = args
     models = load_models(fixtures)
@@ -277,7 +277,7 @@ def test_concurrent_baseline_regenerations_leave_one_whole_set(tmp_path):
 
     import numpy as np
 
-    from quantgate.baselines import BaselineStore
+    from quantgate.results.baselines import BaselineStore
 
     root = tmp_path / "baselines"
     with multiprocessing.get_context("spawn").Pool(3) as pool:

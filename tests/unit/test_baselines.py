@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from quantgate.baselines import BaselineStore
 from quantgate.errors import BaselineError
 from quantgate.matrix import load_matrix, load_models, reference_config
+from quantgate.results.baselines import BaselineStore
 
 from .conftest import REPO
 

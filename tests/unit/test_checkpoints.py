@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from quantgate.checkpoints import checkpoint_name, resolve_checkpoint
 from quantgate.errors import QuantgateError
 from quantgate.matrix import load_models
-from quantgate.modelcache import ensure_synthetic
+from quantgate.sources.cache import ensure_synthetic
+from quantgate.sources.checkpoints import checkpoint_name, resolve_checkpoint
 
 from .conftest import REPO
 
@@ -73,7 +73,7 @@ def test_a_hub_id_not_in_the_local_cache_names_the_cache_and_downloads_nothing(t
     cache = tmp_path / "hf-cache"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = ("from quantgate.checkpoints import resolve_checkpoint\n"
+    code = ("from quantgate.sources.checkpoints import resolve_checkpoint\n"
             "try:\n    resolve_checkpoint('black-forest-labs/FLUX.1-dev')\n"
             "except Exception as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

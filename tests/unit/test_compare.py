@@ -11,8 +11,8 @@ import json
 import pytest
 
 from quantgate.cli import main
-from quantgate.compare import CompareError, compare_runs, load_run, load_thresholds
-from quantgate.results import latency_ratio
+from quantgate.results.compare import CompareError, compare_runs, load_run, load_thresholds
+from quantgate.results.record import latency_ratio
 
 from .conftest import REPO, UNCHANGED_CONFIGS
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from quantgate.case.session import CaseSession
 from quantgate.errors import BaselineError, DataFileError
 from quantgate.hardware import cpu_class, cpu_features
 from quantgate.matrix import (
@@ -25,8 +26,7 @@ from quantgate.matrix import (
     load_models,
     reference_config,
 )
-from quantgate.modelcache import ensure_synthetic
-from quantgate.run import CaseSession
+from quantgate.sources.cache import ensure_synthetic
 
 from .conftest import REPO
 
@@ -129,7 +129,7 @@ def test_a_component_in_cpu_float32_that_a_cpu_configuration_quantizes_is_refuse
 
 
 def test_a_baseline_made_with_a_bf16_vae_is_stale_for_a_float32_vae(tmp_path, tiny_and_configs):
-    from quantgate.baselines import BaselineStore
+    from quantgate.results.baselines import BaselineStore
 
     tiny, configs = tiny_and_configs
     store = BaselineStore(tmp_path)

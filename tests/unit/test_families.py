@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
+from quantgate.case.metrics import compare_video
 from quantgate.errors import DataFileError, QuantgateError
 from quantgate.families import family, family_of_pipeline, names, strip, unstrip
 from quantgate.matrix import build_cases, load_matrix, load_models
-from quantgate.metrics import compare_video
-from quantgate.modelcache import ensure_synthetic
+from quantgate.sources.cache import ensure_synthetic
 
 from .conftest import REPO
 

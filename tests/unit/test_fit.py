@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from quantgate.case.session import CaseSession
 from quantgate.errors import DoesNotFit
 from quantgate.matrix import build_cases, load_matrix, load_models
-from quantgate.run import CaseSession
 
 from .conftest import REPO
 
@@ -38,7 +38,7 @@ def test_a_case_that_fits_or_has_no_measured_need_goes_ahead(cuda_session):
 
 DOES_NOT_FIT = '''
 from quantgate.errors import DoesNotFit
-from quantgate.run import CaseSession
+from quantgate.case.session import CaseSession
 
 class TooBig(CaseSession):
     def load(self, *args):

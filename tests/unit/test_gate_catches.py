@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
+from quantgate.case.session import CaseSession
 from quantgate.matrix import Case, load_matrix, load_models, reference_config
-from quantgate.modelcache import ensure_synthetic
-from quantgate.run import CaseSession
+from quantgate.sources.cache import ensure_synthetic
 
 from .conftest import REPO, latency_gated_here
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from quantgate.gguf_files import ensure_denoiser_gguf, gguf_path, is_valid, write_denoiser_gguf
 from quantgate.matrix import load_models
-from quantgate.modelcache import ensure_synthetic
+from quantgate.sources.cache import ensure_synthetic
+from quantgate.sources.gguf_files import ensure_denoiser_gguf, gguf_path, is_valid, write_denoiser_gguf
 
 from .conftest import REPO
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from quantgate import isolation
-from quantgate.isolation import _context, open_case
+from quantgate.case import isolation
+from quantgate.case.isolation import _context, open_case
 from quantgate.matrix import build_cases, load_matrix, load_models
 
 from .conftest import REPO
@@ -21,7 +21,7 @@ def test_cases_are_forked_from_a_warm_server_that_has_not_touched_cuda(monkeypat
 
 UNFORKABLE = '''
 import os
-from quantgate.run import CaseSession
+from quantgate.case.session import CaseSession
 
 class FailsWhenForked(CaseSession):
     """Stands in for a stack that initialised CUDA in the fork server: a forked process cannot start."""

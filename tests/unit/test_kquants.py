@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from quantgate.kquants import K_TYPES, quantize_k
+from quantgate.sources.kquants import K_TYPES, quantize_k
 
 gguf = pytest.importorskip("gguf")
 T = gguf.GGMLQuantizationType

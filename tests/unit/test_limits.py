@@ -1,6 +1,6 @@
 """Out-of-memory messages name what was asked for in a unit that shows it."""
 
-from quantgate.limits import asked_bytes, describe_out_of_memory
+from quantgate.case.limits import asked_bytes, describe_out_of_memory
 
 # the message torch 2.11 raised on the H100 for a case capped at memory_limit_gib = 0.01
 # (results/cuda-oom-check-cuda-sm90.md)

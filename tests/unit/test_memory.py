@@ -6,7 +6,7 @@ A Linear of 512 outputs x 256 inputs holds 131,072 weights: 262,144 bytes in BF1
 import pytest
 import torch
 
-from quantgate.memory import tensor_bytes, weight_bytes
+from quantgate.case.memory import tensor_bytes, weight_bytes
 
 OUT, IN = 512, 256
 N = OUT * IN

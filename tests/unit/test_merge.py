@@ -3,8 +3,8 @@
 import pytest
 
 from quantgate.cli import main
-from quantgate.merge import MergeError, merge_results
-from quantgate.results import read_results, write_results
+from quantgate.results.merge import MergeError, merge_results
+from quantgate.results.record import read_results, write_results
 
 from .test_results import ENV, _record
 

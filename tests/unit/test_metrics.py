@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from quantgate.metrics import compare
+from quantgate.case.metrics import compare
 
 
 def _image(seed, size=64):

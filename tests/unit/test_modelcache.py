@@ -7,7 +7,7 @@ import pytest
 
 from quantgate.errors import QuantgateError
 from quantgate.matrix import load_models
-from quantgate.modelcache import BUILD_META, default_cache_root, ensure_synthetic, model_dir, synthetic_dir
+from quantgate.sources.cache import BUILD_META, default_cache_root, ensure_synthetic, model_dir, synthetic_dir
 
 from .conftest import REPO
 

@@ -7,7 +7,10 @@ import stat
 
 import pytest
 
-from quantgate import benchmarking, hardware, leaks, workers
+from quantgate import hardware
+from quantgate.case import leaks
+from quantgate.gate import benchmarking
+from quantgate.gate import xdist as workers
 
 FAKE = """#!/bin/sh
 case "$1" in

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from quantgate import prebuild
+from quantgate.backends import prebuild
 from quantgate.matrix import build_cases, load_matrix, load_models
 
 from .conftest import harness_dirs

@@ -1,7 +1,7 @@
 """The published figures side by side with a result set's."""
 
 from quantgate.cli import main
-from quantgate.results import CaseRecord, write_results
+from quantgate.results.record import CaseRecord, write_results
 
 from .conftest import REPO
 from .test_results import ENV

@@ -1,7 +1,7 @@
 """Result records and the files and proposals made from them."""
 
 from quantgate.cli import main
-from quantgate.results import CaseRecord, read_results, write_results
+from quantgate.results.record import CaseRecord, read_results, write_results
 
 ENV = {"cpu": "test cpu", "cores": 2, "hardware": "cuda-sm90", "python": "3.11", "packages": {"torch": "2.x"},
        "gpu": "NVIDIA H100", "driver": "580", "cuda": "13.0"}

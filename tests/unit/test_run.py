@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
+from quantgate.case.session import CaseSession, CudaPhase, session_class
 from quantgate.matrix import Case, load_matrix, load_models
-from quantgate.modelcache import ensure_synthetic
-from quantgate.run import CaseSession, CudaPhase, session_class
+from quantgate.sources.cache import ensure_synthetic
 
 from .conftest import REPO
 
@@ -39,9 +39,9 @@ def test_cuda_phase_records_nothing_on_a_cpu():
 
 
 def test_session_class_must_be_a_case_session():
-    assert session_class("quantgate.run:CaseSession") is CaseSession
-    with pytest.raises(TypeError, match="not a subclass of quantgate.run.CaseSession"):
+    assert session_class("quantgate.case.session:CaseSession") is CaseSession
+    with pytest.raises(TypeError, match="not a subclass of quantgate.case.session.CaseSession"):
         session_class("quantgate.matrix:Case")
     with pytest.raises(ValueError, match="'module:Class'"):
-        session_class("quantgate.run.CaseSession")
+        session_class("quantgate.case.session.CaseSession")
 

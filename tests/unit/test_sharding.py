@@ -8,7 +8,7 @@ import pytest
 from quantgate.cli import main
 from quantgate.errors import QuantgateError
 from quantgate.matrix import build_cases, load_matrix, load_models
-from quantgate.sharding import parse_shard, shard_cases
+from quantgate.matrix.sharding import parse_shard, shard_cases
 
 from .conftest import REPO, UNCHANGED_CONFIGS
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from quantgate.matrix import load_models
-from quantgate.modelcache import BUILD_META, ensure_synthetic
-from quantgate.synth import build_clip_tokenizer, build_t5_tokenizer, init_weights
+from quantgate.sources.cache import BUILD_META, ensure_synthetic
+from quantgate.sources.synthetic import build_clip_tokenizer, build_t5_tokenizer, init_weights
 
 from .conftest import REPO
 
@@ -73,8 +73,8 @@ def test_weights_do_not_depend_on_the_global_generator():
 
 
 def test_same_images_on_every_build(tiny, built, tmp_path):
+    from quantgate.case.session import CaseSession
     from quantgate.matrix import Case, load_matrix, reference_config
-    from quantgate.run import CaseSession
 
     reference = reference_config(load_matrix(REPO / "fixtures", {"tiny-flux": tiny}))
     case = Case(tiny, reference, "cpu")
