@@ -216,6 +216,10 @@ class GateSession:
                 # a known failure is the case's, not its clean-up's: the release check must pass
                 item.own_markers[:] = [m for m in item.own_markers if m.name != "xfail"]
         self._case_of_test = {item.nodeid: case for item, case in kept if case is not None}
+        from quantgate.case.preload import PRELOAD_ENV
+
+        # the case processes' fork server preloads the families this run kept (before it starts)
+        os.environ[PRELOAD_ENV] = ",".join(sorted({c.model.family for c in self._case_of_test.values()}))
         kept.sort(key=lambda pair: (-1, 0) if pair[1] is None else
                   (order[pair[1].id], pair[0].get_closest_marker(AFTER_CASE) is not None))
         items[:] = [item for item, _ in kept]
