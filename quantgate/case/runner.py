@@ -76,10 +76,12 @@ class Runner:
 
     # -------------------------------------------------------------- models
     def model_dir(self, case: Case) -> Path:
-        name = case.model.name
-        if name not in self._model_dirs:
-            self._model_dirs[name] = model_dir(case.model, self.cache_root)
-        return self._model_dirs[name]
+        """The case's model folder, built (or an evicted component restored) first where it needs it;
+        a GGUF case loads its denoiser from the GGUF file, so it does without the BF16 one."""
+        without = tuple(case.components) if case.config.backend == "gguf" else ()
+        if case.model.source == "synthetic" or case.model.name not in self._model_dirs:
+            self._model_dirs[case.model.name] = model_dir(case.model, self.cache_root, without)
+        return self._model_dirs[case.model.name]
 
     # -------------------------------------------------------------- case lifecycle
     def record(self, case: Case) -> CaseRecord:

@@ -175,7 +175,7 @@ class CaseSession:
             from quantgate.sources.gguf_files import ensure_denoiser_gguf
 
             path = ensure_denoiser_gguf(self.model_dir, cfg.settings["quant_type"], self.cache_root, name,
-                                        self.family.gguf_arch)
+                                        self.family.gguf_arch, spec=self.case.model)
             return cls.from_single_file(str(path), config=str(self.model_dir), subfolder=name,
                                         quantization_config=qc, dtype=dtype)
         extra = {"device_map": {"": self.case.device}} if cfg.load_on == "device" else {}

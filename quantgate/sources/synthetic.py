@@ -154,10 +154,7 @@ def write_weights(entries: list[tuple[str, object]], component: str, seed: int, 
     blob += b" " * (-len(blob) % 8)
 
     def values(item):
-        name, tensor = item
-        if not tensor.is_meta:                                    # a real buffer
-            return tensor.detach().contiguous()
-        return _param_values(tuple(tensor.shape), name, _param_seed(seed, component, name)).to(tensor.dtype)
+        return synthetic_value(*item, component, seed)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     workers = workers or min(16, os.cpu_count() or 1)
@@ -234,19 +231,12 @@ def _vocab_size(config) -> int:
     return getattr(config, "vocab_size", None) or config.get_text_config().vocab_size
 
 
-def build(family: Family, config_dir: Path, out_dir: Path, seed: int, progress: bool = True) -> None:
-    """Build the synthetic pipeline of `family` from `config_dir` and save it (BF16) to `out_dir`.
-    The components are never materialised: each weight is drawn and streamed to its file, so a
-    full-size build (FLUX.1-dev: 31.4 GiB) needs a few GB of memory. A progress bar shows for builds
-    of 1 GiB up."""
+def _factories(family: Family, config_dir: Path) -> tuple[dict, dict]:
+    """({component: transformers config}, {component: a function that makes the module}) from the configs."""
     import diffusers
-    import torch
     import transformers
-    from tqdm.auto import tqdm
 
     config_files(config_dir, family)
-    vocabulary = config_dir / "vocabulary.txt"
-    words = [w.strip() for w in vocabulary.read_text().split() if w.strip()] if vocabulary.exists() else []
     configs, factories = {}, {}
     for comp in family.synthetic:
         raw = _read_json(config_dir / comp.config)
@@ -255,6 +245,53 @@ def build(family: Family, config_dir: Path, out_dir: Path, seed: int, progress: 
             factories[comp.name] = (lambda c=comp: getattr(transformers, c.cls)(configs[c.name]))
         else:
             factories[comp.name] = (lambda c=comp, r=raw: getattr(diffusers, c.cls)(**r))
+    return configs, factories
+
+
+def component_tensors(family: Family, config_dir: Path, component: str) -> list[tuple[str, object]]:
+    """What a build stores for one component: its tensors in order, parameters on the meta device
+    (their values come from synthetic_values), buffers real."""
+    import torch
+
+    _, factories = _factories(family, config_dir)
+    if component not in factories:
+        raise KeyError(f"{family.name} has no synthetic component {component!r} (it has {', '.join(factories)})")
+    return _tensors_to_store(_empty(factories[component], torch.bfloat16))
+
+
+def synthetic_value(name: str, tensor, component: str, seed: int):
+    """The value a build stores for one tensor of component_tensors: drawn for a parameter, as it is
+    for a buffer; in the stored dtype, so it equals what the built file holds bit for bit."""
+    if not tensor.is_meta:                                    # a real buffer
+        return tensor.detach().contiguous()
+    return _param_values(tuple(tensor.shape), name, _param_seed(seed, component, name)).to(tensor.dtype)
+
+
+def write_component(family: Family, config_dir: Path, out_dir: Path, seed: int, component: str,
+                    progress=None) -> Path:
+    """One component's weights file in `out_dir/<component>/` (its config written too); its path."""
+    import torch
+
+    _, factories = _factories(family, config_dir)
+    module = _empty(factories[component], torch.bfloat16)
+    weights_file = _save_config(module, out_dir / component)
+    path = out_dir / component / weights_file
+    write_weights(_tensors_to_store(module), component, seed, path, progress)
+    return path
+
+
+def build(family: Family, config_dir: Path, out_dir: Path, seed: int, progress: bool = True) -> None:
+    """Build the synthetic pipeline of `family` from `config_dir` and save it (BF16) to `out_dir`.
+    The components are never materialised: each weight is drawn and streamed to its file, so a
+    full-size build (FLUX.1-dev: 31.4 GiB) needs a few GB of memory. A progress bar shows for builds
+    of 1 GiB up."""
+    import diffusers
+    import torch
+    from tqdm.auto import tqdm
+
+    configs, factories = _factories(family, config_dir)
+    vocabulary = config_dir / "vocabulary.txt"
+    words = [w.strip() for w in vocabulary.read_text().split() if w.strip()] if vocabulary.exists() else []
     tokenizers = {}
     for spec in family.tokenizers:
         tok = _tokenizer(spec, configs[spec.encoder], words)
