@@ -180,7 +180,7 @@ def test_a_full_disk_while_writing_results_keeps_the_last_written_set(tmp_path, 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("quantgate.results.record.os.replace", full)
+    monkeypatch.setattr("quantgate.io.os.replace", full)
     with pytest.raises(OSError, match="No space left"):
         write_results(folder, [_record(), _record("tiny-flux-x-cpu")], {"hardware": "cpu-x86_64"}, "2026-11-26")
     assert (folder / "results.json").read_bytes() == before
