@@ -38,13 +38,21 @@ def needs_quanto_cpp(case: Case) -> bool:
             and case.config.settings.get("weights_dtype") == "int4")
 
 
+def interruptible() -> None:
+    """In the build's process, before Python starts: SIGINT back to its default, so that Python turns
+    it into KeyboardInterrupt (and the build releases its lock). A session started in the background
+    (`nohup`, `cmd &` in a script) hands its children SIGINT ignored, and Python keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(cases: list[Case]) -> subprocess.Popen | None:
     """Start the builds the cases need and the environment lacks; the process, or None."""
     if not any(needs_quanto_cpp(c) for c in cases) or _quanto_cpp_built():
         return None
     try:
         return subprocess.Popen([sys.executable, "-c", QUANTO_CPP], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=interruptible)
     except OSError:
         return None           # the case builds it itself
 

@@ -2,8 +2,8 @@
 
 Three real runs of the gate's CPU tier (bf16, torchao int8, quanto int8; pytest-benchmark on): a
 base and an unchanged candidate (two of the unchanged runs of conftest), and a candidate with planted
-regressions (torchao int8 holds 2 MiB more weights; quanto int8 denoises three times as slowly and
-its images drift).
+regressions (torchao int8 holds 2 MiB more weights and denoises twice as slowly; quanto int8's
+images drift).
 """
 
 import json
@@ -18,7 +18,7 @@ from .conftest import REPO, UNCHANGED_CONFIGS
 
 # On a shared CPU runner absolute times move with the host: between two runs of one CI session BF16's
 # CPU time per call moved by +38%, while the ratio to BF16's yardstick calls timed beside each case
-# moved by a few percent (docs/cpu-classes.md). These tests judge a planted 1.5x slowdown on that
+# moved by a few percent (docs/cpu-classes.md). These tests judge a planted 2x slowdown on that
 # ratio, so latency may move 25%.
 CPU_RUNNER = '[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n'
 
@@ -83,14 +83,15 @@ def test_latency_can_be_judged_as_a_ratio_to_bf16(runs, tmp_path):
     base, planted = load_run(runs["base"]), load_run(runs["planted"])
     findings = compare_runs(base, planted, load_thresholds(th))
     latency = {f.case: f for f in findings if f.what == "latency"}
-    case = "tiny-flux-torchao-int8wo-cpu"     # its transformer's forwards planted 1.5x slower
+    case = "tiny-flux-torchao-int8wo-cpu"     # its transformer's forwards planted 2x slower
     slowed = latency[case]                    # a finding: its ratio to BF16 grew more than 25%
     assert (slowed.base, slowed.candidate) == tuple(
         f"{latency_ratio(run.records[case], run.references[case]):.2f}x BF16" for run in (base, planted))
-    # the step also schedules outside the planted forwards: 1.57x on the 2-core development machine,
-    # between 1.25x and 1.35x on CI (its figures read 1.4x and 1.1x), never more than 1.5x and noise
+    # the step also schedules outside the planted forwards, and BF16's own CPU time moved by up to 48%
+    # between runs beside the busy neighbour (the yardstick takes most of that out): above the 25% a
+    # finding needs, and not more than the planted 2x and that noise
     ratio = float(slowed.candidate.removesuffix("x BF16")) / float(slowed.base.removesuffix("x BF16"))
-    assert 1.25 < ratio < 1.7, (slowed.base, slowed.candidate)
+    assert 1.25 < ratio < 2.5, (slowed.base, slowed.candidate)
 
 
 def test_results_of_another_hardware_class_are_refused(runs, tmp_path):

@@ -65,9 +65,8 @@ def _models_with(fixtures, old, new):
     ("num_frames = 9 ", "num_frames = 8 ", "call.num_frames", "4k+1"),
     ('[tiny-sdxl.call]\n', '[tiny-sdxl.call]\nnum_frames = 9\n', "call.num_frames",
      "not a free call argument of family 'sdxl'"),
-    ('cpu_float32 = ["vae"]\nlatency_steps = 1\nlatency_rounds = 3\ncpu_threads = 1\n\n[tiny-sdxl.call]',
-     'cpu_float32 = ["text_encoder_3"]\nlatency_steps = 1\nlatency_rounds = 3\ncpu_threads = 1\n\n[tiny-sdxl.call]',
-     "cpu_float32", "not a component of family 'sdxl'"),
+    ('cpu_float32 = ["vae"]\nlatency_steps = 4', 'cpu_float32 = ["unet"]\nlatency_steps = 4',   # tiny-sd3's
+     "cpu_float32", "not a component of family 'sd3'"),
 ], ids=["unknown-family", "builder-renamed", "frames-4k+1", "frames-on-images", "float32-unknown-part"])
 def test_bad_family_settings_are_named_with_the_field(all_fixtures_copy, old, new, field, problem):
     load = _models_with(all_fixtures_copy, old, new)

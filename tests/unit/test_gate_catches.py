@@ -149,7 +149,7 @@ def test_planted_memory_growth_fails_the_weight_ceiling(planted_run):
                      done.stdout)
 
 
-def test_planted_slowdown_of_half_again_fails_the_latency_ratio_beside_a_busy_neighbour(planted_run):
+def test_planted_2x_slowdown_fails_the_latency_ratio_beside_a_busy_neighbour(planted_run):
     out, done = planted_run
     found = re.search(r"denoising slowed down: [\d.]+ ms of CPU time per step \(fastest call\) is ([\d.]+)x BF16's "
                       r"[\d.]+ ms of CPU time in this session, over the ceiling of ([\d.]+)x", done.stdout)

@@ -41,7 +41,7 @@ def test_a_missing_build_starts_in_the_background_and_the_session_waits_for_it(m
 
 def test_a_build_past_its_wait_is_interrupted_so_it_can_release_its_lock():
     code = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    raise SystemExit(3)\n"
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    time.sleep(0.5)
+    proc = subprocess.Popen([sys.executable, "-c", code], preexec_fn=prebuild.interruptible)   # as start() does
+    time.sleep(2.0)                                              # past the child's start-up
     prebuild.finish(proc, wait_s=0.5)
     assert proc.returncode == 3                                  # its own clean-up ran (SIGINT, not SIGKILL)
