@@ -57,28 +57,22 @@ def test_a_saved_pipeline_runs_the_same_matrix_and_tests(saved_pipeline, run_gat
 
 def test_a_saved_unet_pipeline_runs_as_its_family(run_gate, all_fixtures_copy, tmp_path, shared_cache):
     """A checkpoint of another family than FLUX's (SDXL's UNet pipeline, saved by diffusers) is read
-    as that family from its model_index.json and runs the same tests, against baselines made from it."""
+    as that family from its model_index.json, and the matrix's roles reach its components: torchao
+    quantizes its unet, the denoiser. (Loading and memory tests only: the images need baselines made
+    from it, as the FLUX checkpoint test above shows.)"""
     import torch
     from diffusers import StableDiffusionXLPipeline
 
     built = ensure_synthetic(load_models(REPO / "fixtures")["tiny-sdxl"], shared_cache)
     folder = tmp_path / "checkpoints" / "My-SDXL"
     StableDiffusionXLPipeline.from_pretrained(built, dtype=torch.bfloat16).save_pretrained(folder)
-    baselines = tmp_path / "baselines"
-    regen = subprocess.run(
-        [sys.executable, "-m", "quantgate", "regen-baselines", "--model", str(folder), "--model-settings",
-         "tiny-sdxl", "--device", "cpu", "--fixtures", str(all_fixtures_copy), "--baselines", str(baselines),
-         "--cache-dir", str(shared_cache)], capture_output=True, text=True, timeout=600)
-    assert regen.returncode == 0, regen.stderr[-2000:]
-    result = run_gate("--qg-model", str(folder), "--qg-model-settings", "tiny-sdxl", "--qg-config", "bf16",
-                      "--qg-config", "torchao-int8wo", fixtures=all_fixtures_copy, baselines=baselines)
-    result.stdout.fnmatch_lines(["*no expectations for 'torchao-int8wo' on hardware class cpu-x86_64*my-sdxl.toml*"])
+    result = run_gate("--qg-model", str(folder), "--qg-model-settings", "tiny-sdxl", "--qg-config", "torchao-int8wo",
+                      "-k", "loading or quantization_takes_effect", fixtures=all_fixtures_copy)
+    result.assert_outcomes(passed=2)
     records = {c["case"]: c for c in json.loads((run_gate.results_dirs[-1] / "results.json").read_text())["cases"]}
-    assert {r["family"] for r in records.values()} == {"sdxl"}
-    assert all(r["status"] == "ok" for r in records.values())
     quantized = records["my-sdxl-torchao-int8wo-cpu"]
-    assert quantized["weights"]["unet"]["quantized_tensors"] > 0      # the denoiser role is SDXL's unet
-    assert quantized["similarity"]["fox-s0"]["ssim"] > 0.9
+    assert quantized["family"] == "sdxl" and quantized["status"] == "ok"
+    assert quantized["components"] == ["unet"] and quantized["weights"]["unet"]["quantized_tensors"] > 0
 
 
 def test_a_missing_folder_is_named(run_gate, tmp_path):
