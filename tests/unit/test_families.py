@@ -126,3 +126,12 @@ def test_video_metrics_see_the_worst_frame_and_the_motion():
     assert hit.temporal_ratio > 1.5                    # the broken frame jumps from its neighbours
     frozen = np.repeat(ref[:1], 6, axis=0)
     assert compare_video(ref, frozen).temporal_ratio == 0.0
+
+
+def test_a_known_failure_met_at_the_first_call_fails_every_test_of_its_case_as_known(run_gate, all_fixtures_copy):
+    """quanto int4 on Wan loads, then fails at its first denoising call: the case meets its known
+    failure when it opens, so its loading and memory tests are strict xfails in a selection without
+    the tests that call the pipeline (CI runs the families with -k "not latency")."""
+    result = run_gate("--qg-model", "tiny-wan", "--qg-config", "quanto-int4", "-k", "loading or memory",
+                      fixtures=all_fixtures_copy)
+    result.assert_outcomes(xfailed=3)
