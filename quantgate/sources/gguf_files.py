@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quantgate.units import GIB
+
 WRITER_VERSION = 4   # part of the file name: a changed writer never reuses an older file
                      # (4: tensors of more than 2 dimensions as F32, not BF16)
 
@@ -180,7 +182,7 @@ def write_denoiser_gguf(model_dir: Path, quant_type: str, out: Path, component: 
     return out
 
 
-MARGIN = 2**30      # free disk a GGUF file must leave beside it
+MARGIN = GIB         # free disk a GGUF file must leave beside it
 
 
 def ensure_denoiser_gguf(model_dir: Path, quant_type: str, cache_root: Path, component: str = "transformer",
