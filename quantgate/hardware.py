@@ -109,6 +109,8 @@ def environment(device: str) -> dict:
         "packages": package_versions(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    if device == "cuda" and gpu_shared_by() > 1:
+        env["gpu_shared_by"] = gpu_shared_by()
     features = cpu_features()
     env["cpu_features"] = features
     env["cpu_class"] = cpu_class(features)
@@ -148,6 +150,19 @@ def nvidia_smi(*fields: str) -> list[list[str]] | None:
     if out.returncode != 0:
         return None
     return [[part.strip() for part in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+
+
+GPU_SHARED_BY_ENV = "QG_GPU_SHARED_BY"
+
+
+def gpu_shared_by() -> int:
+    """How many pytest-xdist workers share this process's GPU (set by quantgate.gate.xdist when a
+    host has fewer GPUs than workers); 1 where the GPU is this session's alone. Timings and the
+    GPU's used memory are then not one case's own."""
+    try:
+        return max(1, int(os.environ.get(GPU_SHARED_BY_ENV) or 1))
+    except ValueError:
+        return 1
 
 
 def cuda_visible_devices() -> list[str] | None:

@@ -177,6 +177,11 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
             out.append(Finding(case, name, f"lowest {name.upper()} fell by more than {limit:g}", f"{x:.4f}", f"{y:.4f}",
                                f"{y - x:+.4f}"))
     basis, slower = th["latency_basis"], th["latency_growth_max"]
+    shared = max(r.environment.get("gpu_shared_by") or 1 for r in (b, c))
+    if shared > 1:
+        out.append(Finding(case, "latency", f"not compared: timed on a GPU shared by {shared} pytest-xdist workers",
+                           regression=False))
+        return out
     x, y = _latency_of(base, case, basis), _latency_of(cand, case, basis)
     if x and y and y > x * (1 + slower):
         unit = (lambda v: f"{v * 1000:.1f} ms") if basis == "absolute" else (lambda v: f"{v:.2f}x BF16")

@@ -163,3 +163,19 @@ def test_benchmark_data_is_stored_per_hardware_class_with_the_environment(runs):
     assert info["hardware"] == "cpu-x86_64" and info["cpu_class"] == cpu_class() and info["packages"]["diffusers"]
     beside = json.loads((runs["base"] / "benchmark.json").read_text())
     assert {b["extra_info"]["case"] for b in beside["benchmarks"]} == {f"tiny-flux-{c}-cpu" for c in UNCHANGED_CONFIGS}
+
+
+def test_latency_timed_on_a_gpu_shared_by_xdist_workers_is_not_compared(runs, tmp_path):
+    data = json.loads((runs["planted"] / "results.json").read_text())
+    case = "tiny-flux-torchao-int8wo-cpu"          # planted 2x slower: a latency regression above
+    for rec in data["cases"]:
+        if rec["case"] == case:
+            rec["environment"]["gpu_shared_by"] = 4
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    th = tmp_path / "ratio.toml"
+    th.write_text('[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n')
+    findings = compare_runs(load_run(runs["base"]), load_run(tmp_path), load_thresholds(th))
+    latency = [f for f in findings if f.case == case and f.what == "latency"]
+    assert [(f.detail, f.regression) for f in latency] == [
+        ("not compared: timed on a GPU shared by 4 pytest-xdist workers", False)]
+    assert any(f.case == case and f.what == "memory" and f.regression for f in findings)   # the rest still is

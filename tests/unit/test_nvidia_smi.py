@@ -29,7 +29,7 @@ def two_gpu_host(tmp_path, monkeypatch):
     smi.write_text(FAKE)
     smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    for name in ("CUDA_VISIBLE_DEVICES", "QG_GPUS"):
+    for name in ("CUDA_VISIBLE_DEVICES", "QG_GPUS", hardware.GPU_SHARED_BY_ENV):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -54,6 +54,27 @@ def test_workers_are_spread_over_qg_gpus_else_the_visible_gpus_else_every_gpu(tw
     assert workers.host_gpus() == ["1"]
     two_gpu_host.setenv("QG_GPUS", "3, 2")
     assert workers.host_gpus() == ["3", "2"]
+
+
+class _Worker:
+    def __init__(self, index: int, count: int, gpus: list[str]):
+        self.workerinput = {"workerid": f"gw{index}", "workercount": count, "qg_gpus": gpus}
+
+
+@pytest.mark.parametrize("count, gpus, pinned, shared_by", [
+    (2, ["0", "1"], ["0", "1"], [None, None]),          # a GPU each: timings and used memory are its own
+    (4, ["0"], ["0"] * 4, ["4"] * 4),                   # four workers on one GPU
+    (3, ["0", "1"], ["0", "1", "0"], ["2", None, "2"]),  # gw0 and gw2 share GPU 0, gw1 has GPU 1 alone
+])
+def test_each_worker_knows_how_many_workers_share_its_gpu(two_gpu_host, count, gpus, pinned, shared_by):
+    seen = []
+    for index in range(count):
+        two_gpu_host.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        two_gpu_host.setenv(hardware.GPU_SHARED_BY_ENV, "9")      # left over from elsewhere: replaced
+        workers.pin_worker(_Worker(index, count, gpus))
+        seen.append((os.environ["CUDA_VISIBLE_DEVICES"], os.environ.get(hardware.GPU_SHARED_BY_ENV)))
+        assert hardware.gpu_shared_by() == int(shared_by[index] or 1)
+    assert seen == list(zip(pinned, shared_by))
 
 
 def test_the_driver_is_read_from_the_first_gpu(two_gpu_host):
