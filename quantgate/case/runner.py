@@ -100,7 +100,7 @@ class Runner:
     @staticmethod
     def _is_known_failure(case: Case, exc: Exception) -> bool:
         known = case.known_failure
-        return known is not None and known.match in str(exc)
+        return known is not None and known.matches(str(exc))
 
     def _fail(self, case: Case, exc: Exception) -> Exception:
         rec = self.record(case)

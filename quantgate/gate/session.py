@@ -19,7 +19,7 @@ import pytest
 from quantgate.case.runner import KnownFailureReproduced, Runner
 from quantgate.errors import BackendImportError, BaselineError, DoesNotFit, QuantgateError
 from quantgate.gate.data import GateData, read_gate_data
-from quantgate.matrix import Case, Expectation, expectation_classes, expectation_for, expectations_path
+from quantgate.matrix import Case, Expectation, KnownFailure, expectation_classes, expectation_for, expectations_path
 from quantgate.status import Outcome, Status
 from quantgate.units import MIB
 
@@ -67,6 +67,7 @@ class GateSession:
         self._data_error: QuantgateError | None = None
         self._identities: dict[str, str] = {}
         self._case_of_test: dict[str, Case] = {}
+        self._known_test_failures: dict[str, KnownFailure] = {}   # test id -> its own known failure
         self.runner = None
         self.prebuild = None
         self.used_baselines = set()
@@ -212,6 +213,11 @@ class GateSession:
             config.hook.pytest_deselected(items=[i for i, c in kept if c is not None and c.id not in mine])
             kept = [(i, c) for i, c in kept if c is None or c.id in mine]
         for item, case in kept:
+            known = case.known_test_failure(item.originalname) if case is not None else None
+            if known is not None:       # one test's known failure: its assertion, with its message
+                item.add_marker(pytest.mark.xfail(strict=True, raises=AssertionError,
+                                                  reason=f"known failure: {known.reason}"))
+                self._known_test_failures[item.nodeid] = known
             if case is not None and item.get_closest_marker(AFTER_CASE) is not None:
                 # a known failure is the case's, not its clean-up's: the release check must pass
                 item.own_markers[:] = [m for m in item.own_markers if m.name != "xfail"]
@@ -223,6 +229,22 @@ class GateSession:
         kept.sort(key=lambda pair: (-1, 0) if pair[1] is None else
                   (order[pair[1].id], pair[0].get_closest_marker(AFTER_CASE) is not None))
         items[:] = [item for item, _ in kept]
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item, call):
+        """A test with a known failure of its own fails if its assertion says something else."""
+        outcome = yield
+        known = self._known_test_failures.get(item.nodeid)
+        if known is None or call.when != "call" or call.excinfo is None:
+            return
+        report = outcome.get_result()
+        message = str(call.excinfo.value)
+        if hasattr(report, "wasxfail") and not known.matches(message):
+            del report.wasxfail
+            report.outcome = "failed"
+            report.longrepr = (f"{item.nodeid} failed, but not as its known failure (models.toml/matrix.toml "
+                               f"known failure: a message containing {' or '.join(map(repr, known.match))}): "
+                               f"{call.excinfo.typename}: {message}")
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report):

@@ -210,7 +210,7 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
         known_here = {}
         for config_id, raw_known in v["known_failures"].items():
             kf = check_entry(path, f"{name}.known_failures.{config_id}", raw_known, KNOWN_FAILURE_FIELDS)
-            known_here[config_id] = KnownFailure(kf["match"], kf["reason"])
+            known_here[config_id] = KnownFailure.from_entry(kf)
         models[name] = ModelSpec(
             name=name, source=v["source"], family=family_name, path=v["path"],
             description=v["description"], height=v["height"], width=v["width"], steps=v["steps"],
@@ -230,8 +230,17 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
 
 @dataclass(frozen=True)
 class KnownFailure:
-    match: str      # text the failure's message must contain
-    reason: str     # why it fails, shown in the report
+    match: tuple[str, ...]   # texts of which the failure's message must contain one (one per device's wording)
+    reason: str              # why it fails, shown in the report
+    test: str | None = None  # the one test that fails (its assertion's message matches); None: the case fails
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> "KnownFailure":
+        match = entry["match"]
+        return cls((match,) if isinstance(match, str) else tuple(match), entry["reason"], entry.get("test"))
+
+    def matches(self, message: str) -> bool:
+        return any(text in message for text in self.match)
 
 
 @dataclass(frozen=True)
@@ -289,7 +298,16 @@ CONFIG_FIELDS = [
     Field("known_failure", dict, required=False),
     Field("description", str, required=False, default=""),
 ]
-KNOWN_FAILURE_FIELDS = [Field("match", str), Field("reason", str)]
+def _match_texts(value) -> str | None:
+    texts = [value] if isinstance(value, str) else value
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        return "must be a non-empty string, or a non-empty list of them (the failure's message contains one)"
+    return None
+
+
+KNOWN_FAILURE_FIELDS = [Field("match", (str, list), check=_match_texts), Field("reason", str),
+                        Field("test", str, required=False,
+                              check=lambda v: None if v.startswith("test_") else "must name a test function (test_...)")]
 DEFAULTS_FIELDS = [
     Field("timeout_s", float, required=False, default=900.0, check=lambda v: None if v > 0 else "must be positive"),
     Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
@@ -360,7 +378,7 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
         known = None
         if v["known_failure"] is not None:
             kf = check_entry(path, name, v["known_failure"], KNOWN_FAILURE_FIELDS)
-            known = KnownFailure(kf["match"], kf["reason"])
+            known = KnownFailure.from_entry(kf)
         configs.append(BackendConfig(
             id=v["id"], backend=v["backend"], route=v["route"], placement=v["placement"], load_on=v["load_on"],
             components=tuple(v["components"]),
@@ -404,8 +422,18 @@ class Case:
 
     @property
     def known_failure(self) -> KnownFailure | None:
-        """How the case is expected to fail: the model's own entry for the configuration (models.toml
-        known_failures), else the configuration's (matrix.toml known_failure)."""
+        """How the case is expected to fail as a whole (its load or first call): the model's own entry
+        for the configuration (models.toml known_failures), else the configuration's (matrix.toml
+        known_failure); None where that entry names one test."""
+        known = self._known()
+        return known if known is not None and known.test is None else None
+
+    def known_test_failure(self, test: str) -> KnownFailure | None:
+        """The known failure of one test of the case (an entry with `test`), if `test` is that one."""
+        known = self._known()
+        return known if known is not None and known.test == test else None
+
+    def _known(self) -> KnownFailure | None:
         return self.model.known_failures.get(self.config.id) or self.config.known_failure
 
     @property

@@ -14,13 +14,13 @@ from typing import Any, Callable
 from quantgate.errors import DataFileError
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list", dict: "a table"}
+               list: "a list", dict: "a table", (str, list): "a string or a list of strings"}
 
 
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: type
+    kind: type | tuple[type, ...]
     required: bool = True
     default: Any = None
     choices: tuple | None = None
