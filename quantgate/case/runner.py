@@ -71,6 +71,7 @@ class Runner:
         self._model_dirs: dict[str, Path] = {}
         self._failures: dict[str, Exception] = {}
         self._images: dict[str, dict] = {}
+        self._paths: dict[str, dict] = {}       # case id -> path name -> what the path returned
         self._active: tuple[str, object, float] | None = None    # (case id, handle, opened at)
         self._yardstick: tuple[str, object] | None = None        # (reference case id, handle)
 
@@ -182,6 +183,31 @@ class Runner:
             self.record(case).image_seconds = out["seconds"]
             self.record(case).memory.update(out.get("memory", {}))
         return self._images[case.id]
+
+    def take_path(self, case: Case, name: str) -> dict:
+        """Take regression path `name` once for the case (after its fresh images, which it is held
+        against), in a scratch folder of its own under the cache; keep its figures in the case's
+        record and return them with its images. A path that failed fails the same way again: it may
+        have let the case's pipeline go."""
+        taken = self._paths.setdefault(case.id, {})
+        if name not in taken:
+            self.images(case)
+            import shutil
+
+            folder = self.cache_root / "paths" / name / case.id
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            try:
+                taken[name] = self.call(case, "run_path", name, str(folder))
+                self.record(case).paths[name] = {k: v for k, v in taken[name].items() if k != "images"}
+            except Exception as exc:
+                taken[name] = exc
+                self.record(case).paths[name] = {"error": str(exc).splitlines()[0][:500]}
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(taken[name], Exception):
+            raise taken[name]
+        return taken[name]
 
     def denoise(self, case: Case) -> float:
         """Time one denoising call of the case; keep its wall and CPU seconds in its record."""

@@ -150,23 +150,62 @@ class CaseSession:
             else:
                 parts = {name: self._load_component(name, *classes[name], dtype) for name in components}
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype, **parts)
-            if cfg.backend == "layerwise":
-                for name in components:
-                    getattr(pipe, name).enable_layerwise_casting(
-                        storage_dtype=getattr(torch, cfg.settings["storage_dtype"]), compute_dtype=dtype)
-            from quantgate.case.precision import run_in_float32
-
-            for name in self.case.model.float32_components(self.case.device):
-                run_in_float32(getattr(pipe, name))
-            place(pipe, cfg.placement, self.case.device, self.family.denoiser)
-        pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe
+            self.finish(pipe)
         from quantgate.case.precision import component_dtypes
         from quantgate.hardware import environment
 
         return {"load_s": time.perf_counter() - started, "components": self.weights(),
                 "memory": dict(self.memory), "environment": environment(self.case.device),
                 "dtypes": component_dtypes(pipe)}
+
+    def finish(self, pipe) -> None:
+        """What follows from_pretrained for every load of the case: FP8 layerwise casting, components
+        kept in float32 on this device, placement; `pipe` becomes the session's pipeline."""
+        import torch
+
+        from quantgate.case.precision import run_in_float32
+
+        cfg = self.case.config
+        if cfg.backend == "layerwise":
+            for name in self.case.components:
+                getattr(pipe, name).enable_layerwise_casting(
+                    storage_dtype=getattr(torch, cfg.settings["storage_dtype"]), compute_dtype=torch.bfloat16)
+        for name in self.case.model.float32_components(self.case.device):
+            run_in_float32(getattr(pipe, name))
+        place(pipe, cfg.placement, self.case.device, self.family.denoiser)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self._embeds = None
+
+    def drop_pipeline(self) -> None:
+        """Let the pipeline go and give its memory back (before a load that replaces it)."""
+        import gc
+
+        self.pipe, self._embeds = None, None
+        gc.collect()
+        if self.case.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def save_component(self, name: str, folder: Path, max_shard_size: int) -> None:
+        """Save component `name` as it is now (quantized) into `folder`, as safetensors shards."""
+        getattr(self.pipe, name).save_pretrained(folder, safe_serialization=True, max_shard_size=max_shard_size)
+
+    def load_saved_component(self, name: str, folder: Path):
+        """Component `name` loaded from what save_component wrote (its quantization config read back
+        from its config.json), on the device where the case loads it."""
+        import torch
+
+        _, classes = _component_classes(self.model_dir)
+        extra = {"device_map": {"": self.case.device}} if self.case.config.load_on == "device" else {}
+        return classes[name][1].from_pretrained(folder, dtype=torch.bfloat16, **extra)
+
+    def run_path(self, name: str, folder: str) -> dict:
+        """Take regression path `name` (quantgate.paths) in this process, in scratch folder `folder`."""
+        from quantgate.paths import path
+
+        return path(name).run(self, Path(folder))
 
     def _load_component(self, name: str, library: str, cls: type, dtype):
         cfg = self.case.config

@@ -61,6 +61,11 @@ def pytest_configure(config):
 
     for name in names():
         config.addinivalue_line("markers", f"{name}: cases of the {family(name).pipeline} family")
+    from quantgate.paths import names as path_names
+    from quantgate.paths import path
+
+    for name in path_names():
+        config.addinivalue_line("markers", f"{name}: the {name} regression path ({path(name).description})")
     config.addinivalue_line("markers", f"{AFTER_CASE}: runs after every other test of its case (closes the case)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")       # no hub at test time, in every case process
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

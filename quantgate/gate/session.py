@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 from quantgate.case.runner import KnownFailureReproduced, Runner
@@ -30,6 +31,7 @@ CASE_FIXTURES = {
     "qg_quantized_case": lambda c: not c.config.is_reference,
     "qg_reference_case": lambda c: c.config.is_reference,
     "qg_cuda_case": lambda c: c.device == "cuda",
+    "qg_roundtrip_case": lambda c: "roundtrip" in c.config.paths,
 }
 
 
@@ -226,8 +228,14 @@ class GateSession:
 
         # the case processes' fork server preloads the families this run kept (before it starts)
         os.environ[PRELOAD_ENV] = ",".join(sorted({c.model.family for c in self._case_of_test.values()}))
-        kept.sort(key=lambda pair: (-1, 0) if pair[1] is None else
-                  (order[pair[1].id], pair[0].get_closest_marker(AFTER_CASE) is not None))
+        from quantgate.paths import names as path_names
+
+        def rank(item) -> int:     # a case's own tests, then its paths' (which replace its pipeline), then its close
+            if item.get_closest_marker(AFTER_CASE) is not None:
+                return 2
+            return 1 if any(item.get_closest_marker(name) for name in path_names()) else 0
+
+        kept.sort(key=lambda pair: (-1, 0) if pair[1] is None else (order[pair[1].id], rank(pair[0])))
         items[:] = [item for item, _ in kept]
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -551,6 +559,33 @@ class GateSession:
         expected = self.expectation(case)
         found = [p for key, (sim, saved) in measured.items() for p in problems(key, sim, expected, saved)]
         assert not found, "image drifted from the BF16 baseline:\n  " + "\n  ".join(found)
+
+
+    def take_path(self, case: Case, name: str) -> dict:
+        """Take regression path `name` (quantgate.paths) for the case, once: what it returned, its
+        images included; its figures are in the case's record (paths)."""
+        self.load(case)
+        return self._guard(case, self.runner.take_path, name)
+
+    def check_path_images(self, case: Case, name: str) -> None:
+        """The images regression path `name` made against the case's fresh load's: each must be the
+        same image, pixel for pixel; the SSIM/PSNR of any that is not go into the case's record."""
+        from quantgate.case.metrics import compare
+        from quantgate.case.session import image_key
+
+        fresh, made = self.images(case), self.take_path(case, name)["images"]
+        figures, differ = {}, []
+        for prompt, seed in case.model.images():
+            key = image_key(prompt.id, seed)
+            if np.array_equal(fresh[key], made[key]):
+                figures[key] = {"identical": True}
+                continue
+            sim = compare(fresh[key], made[key])
+            figures[key] = {"identical": False, "ssim": sim.ssim, "psnr": sim.psnr}
+            differ.append(f"{key}: SSIM {sim.ssim:.4f}, PSNR {sim.psnr:.2f} dB against the fresh load's image "
+                          f"(saved: {self.save_image(case, f'{key}-{name}', made[key])})")
+        self.runner.record(case).paths.setdefault(name, {})["similarity"] = figures
+        assert not differ, f"the {name} path's images are not the fresh load's:\n  " + "\n  ".join(differ)
 
 
 class LatencyRatio(NamedTuple):

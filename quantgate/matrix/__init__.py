@@ -259,6 +259,7 @@ class BackendConfig:
     known_failure: KnownFailure | None
     description: str
     memory_limit_gib: float | None = None
+    paths: tuple[str, ...] = ()     # regression paths its quantized cases take (quantgate.paths)
 
     @property
     def memory_limit_bytes(self) -> int | None:
@@ -297,7 +298,19 @@ CONFIG_FIELDS = [
     Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("known_failure", dict, required=False),
     Field("description", str, required=False, default=""),
+    Field("paths", list, item_kind=str, required=False, check=lambda v: _paths_problem(v)),
 ]
+
+
+def _paths_problem(value: list) -> str | None:
+    from quantgate.paths import names
+
+    unknown = [v for v in value if v not in names()]
+    if unknown:
+        return f"unknown regression path {unknown[0]!r} (registered: {', '.join(names())})"
+    return _unique(value)
+
+
 def _match_texts(value) -> str | None:
     texts = [value] if isinstance(value, str) else value
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
@@ -317,6 +330,7 @@ DEFAULTS_FIELDS = [
     Field("shrink_ratio_max", float, required=False, default=0.98,
           check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
     Field("latency_yardstick", list, item_kind=str, required=False, default=list, choices=DEVICES, check=_unique),
+    Field("paths", list, item_kind=str, required=False, default=list, check=lambda v: _paths_problem(v)),
 ]
 
 
@@ -386,6 +400,7 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             models=tuple(v["models"]) if v["models"] is not None else None,
             timeout_s=v["timeout_s"] if v["timeout_s"] is not None else defaults["timeout_s"],
             known_failure=known, description=v["description"],
+            paths=() if v["backend"] == "none" else tuple(v["paths"] if v["paths"] is not None else defaults["paths"]),
             memory_limit_gib=v["memory_limit_gib"] if v["memory_limit_gib"] is not None else defaults["memory_limit_gib"]))
     known = {c.id for c in configs}
     for model in models.values():

@@ -51,6 +51,8 @@ class CaseRecord:
     dtypes: dict = field(default_factory=dict)        # component -> compute dtype (quantgate.case.precision)
     tests: dict = field(default_factory=dict)         # test name -> quantgate.status.Outcome
     release: dict = field(default_factory=dict)       # how its process ended, what it left (quantgate.case.leaks)
+    paths: dict = field(default_factory=dict)         # regression path -> its figures (quantgate.paths), and
+                                                      # "similarity": image key -> {ssim, psnr} against the fresh load
 
     @classmethod
     def for_case(cls, case: Case) -> "CaseRecord":
@@ -206,6 +208,30 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
                 _fmt(r.step_ms(), ".2f"),
                 _fmt(statistics.median(r.image_seconds) if r.image_seconds else None, ".3f"),
                 _fmt(r.load_s, ".2f")))
+    trips = [r for r in records if r.paths.get("roundtrip")]
+    if trips:
+        lines += [
+            "",
+            "## Round trip",
+            "",
+            "The quantized components saved as sharded safetensors and loaded back (quantgate.paths.roundtrip): "
+            "images against the fresh load's, weight bytes against the fresh load's, the files written, and "
+            "the seconds to save and to load back.",
+            "",
+            "| case | images | weight bytes | files | on disk | save s | load s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in trips:
+            t = r.paths["roundtrip"]
+            sims = (t.get("similarity") or {}).values()
+            images = ("-" if not sims else "identical" if all(v.get("identical") for v in sims)
+                      else "SSIM " + _fmt(min(v.get("ssim", 1.0) for v in sims), ".4f"))
+            held = {c: v["bytes"] for c, v in (t.get("components") or {}).items() if c in r.components}
+            same = all(r.weights.get(c, {}).get("bytes") == b for c, b in held.items())
+            lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+                r.case, images, ("same" if same else "differ: " + _fmt(sum(held.values()), ",")) if held else "-",
+                _fmt(sum((t.get("files") or {}).values()), ","), _fmt(t.get("disk_bytes"), ","),
+                _fmt(t.get("save_s"), ".2f"), _fmt(t.get("load_s"), ".2f")))
     errors = [r for r in records if r.error]
     if errors:
         lines += ["", "## Failures", ""]

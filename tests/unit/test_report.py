@@ -14,7 +14,7 @@ import pytest
 
 from quantgate.cli import main
 
-from .conftest import PLANTED, REPO, harness_dirs
+from .conftest import CPU_TIER, PLANTED, REPO, harness_dirs
 
 CONFIGS = ("bf16", "torchao-int8wo", "quanto-int8")
 
@@ -32,7 +32,7 @@ def run_with_report(tmp_path_factory, shared_cache):
     (root / "planted_sessions.py").write_text(PLANTED)
     out = root / "results"
     subprocess.run([sys.executable, "-m", "pytest", str(REPO / "tests" / "gate"), "-p", "no:cacheprovider", "-q",
-                    "-m", "not gpu", "--benchmark-disable", "--qg-cache-dir", str(shared_cache),
+                    "-m", CPU_TIER, "--benchmark-disable", "--qg-cache-dir", str(shared_cache),
                     "--qg-fixtures", str(harness_dirs()[0]), "--qg-baselines", str(harness_dirs()[1]),
                     "--qg-results-dir", str(out), "--qg-case-session", "planted_sessions:Planted",
                     "-k", "not test_latency_ratio",   # timing is not what this run is about

@@ -5,14 +5,14 @@ import json
 import subprocess
 import sys
 
-from .conftest import GATE_TESTS, REPO, UNCHANGED_CONFIGS, harness_dirs
+from .conftest import CPU_TIER, GATE_TESTS, REPO, UNCHANGED_CONFIGS, harness_dirs
 
 
 def test_two_workers_pin_a_gpu_each_and_merge_into_the_figures_of_one_run(unchanged_runs, shared_cache, tmp_path):
     import os
 
     out = tmp_path / "results"
-    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", "not gpu",
+    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", CPU_TIER,
             "-n", "2", "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(out),
             "--qg-fixtures", str(harness_dirs()[0]), "--qg-baselines", str(harness_dirs()[1]),
             "-k", "not test_latency_ratio"]   # two workers share two cores here: their step times say nothing
