@@ -232,12 +232,13 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
 class KnownFailure:
     match: tuple[str, ...]   # texts of which the failure's message must contain one (one per device's wording)
     reason: str              # why it fails, shown in the report
-    test: str | None = None  # the one test that fails (its assertion's message matches); None: the case fails
+    tests: tuple[str, ...] = ()  # the tests that fail (their assertions' messages match); none: the case fails
 
     @classmethod
     def from_entry(cls, entry: dict) -> "KnownFailure":
-        match = entry["match"]
-        return cls((match,) if isinstance(match, str) else tuple(match), entry["reason"], entry.get("test"))
+        match, tests = entry["match"], entry.get("test") or ()
+        return cls((match,) if isinstance(match, str) else tuple(match), entry["reason"],
+                   (tests,) if isinstance(tests, str) else tuple(tests))
 
     def matches(self, message: str) -> bool:
         return any(text in message for text in self.match)
@@ -319,8 +320,14 @@ def _match_texts(value) -> str | None:
 
 
 KNOWN_FAILURE_FIELDS = [Field("match", (str, list), check=_match_texts), Field("reason", str),
-                        Field("test", str, required=False,
-                              check=lambda v: None if v.startswith("test_") else "must name a test function (test_...)")]
+                        Field("test", (str, list), required=False, check=lambda v: _tests_problem(v))]
+
+
+def _tests_problem(value) -> str | None:
+    tests = [value] if isinstance(value, str) else value
+    if not tests or not all(isinstance(t, str) and t.startswith("test_") for t in tests):
+        return "must name a test function (test_...), or a list of them"
+    return None
 DEFAULTS_FIELDS = [
     Field("timeout_s", float, required=False, default=900.0, check=lambda v: None if v > 0 else "must be positive"),
     Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
@@ -441,12 +448,12 @@ class Case:
         for the configuration (models.toml known_failures), else the configuration's (matrix.toml
         known_failure); None where that entry names one test."""
         known = self._known()
-        return known if known is not None and known.test is None else None
+        return known if known is not None and not known.tests else None
 
     def known_test_failure(self, test: str) -> KnownFailure | None:
-        """The known failure of one test of the case (an entry with `test`), if `test` is that one."""
+        """The known failure of `test` of the case (an entry whose `test` names it)."""
         known = self._known()
-        return known if known is not None and known.test == test else None
+        return known if known is not None and test in known.tests else None
 
     def _known(self) -> KnownFailure | None:
         return self.model.known_failures.get(self.config.id) or self.config.known_failure

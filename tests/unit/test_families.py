@@ -155,31 +155,19 @@ def test_a_known_failure_met_at_the_first_call_fails_every_test_of_its_case_as_k
     result.assert_outcomes(xfailed=3)
 
 
-def _known_test_failure(fixtures, match: str) -> None:
-    """tiny-flux's torchao int8 case, with a shrink limit it cannot meet (its transformer holds 52%
-    of BF16's bytes), and a known failure of that one test."""
-    matrix = fixtures / "matrix.toml"
+def test_a_known_failure_of_one_test_is_a_strict_xfail_of_that_test_if_its_message_matches(run_gate, all_fixtures_copy):
+    """tiny-flux's torchao int8 and quanto int8 cases, with a shrink limit they cannot meet (their
+    transformers hold 51-52% of BF16's bytes), each with a known failure of that one test: torchao's
+    with the assertion's message, quanto's with another."""
+    matrix = all_fixtures_copy / "matrix.toml"
     matrix.write_text(matrix.read_text().replace("shrink_ratio_max = 0.98", "shrink_ratio_max = 0.30", 1))
-    models = fixtures / "models.toml"
-    models.write_text(models.read_text() + f'''
-[tiny-flux.known_failures.torchao-int8wo]
-test = "test_quantization_takes_effect"
-match = "{match}"
-reason = "a shrink limit of 30%, planted"
-''')
-
-
-def test_a_known_failure_of_one_test_makes_that_test_a_strict_xfail_and_leaves_the_others(run_gate, all_fixtures_copy):
-    _known_test_failure(all_fixtures_copy, "quantization did not take effect on transformer")
-    result = run_gate("--qg-model", "tiny-flux", "--qg-config", "torchao-int8wo", "-k", "loading or memory",
-                      fixtures=all_fixtures_copy)
-    result.assert_outcomes(passed=2, xfailed=1)          # its loading and bytes tests pass
-
-
-def test_a_known_failure_of_one_test_that_fails_otherwise_is_a_failure(run_gate, all_fixtures_copy):
-    _known_test_failure(all_fixtures_copy, "some other message")
-    result = run_gate("--qg-model", "tiny-flux", "--qg-config", "torchao-int8wo", "-k", "takes_effect",
-                      fixtures=all_fixtures_copy)
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*failed, but not as its known failure*'some other message'*"
-                                 "quantization did not take effect on transformer*"])
+    models = all_fixtures_copy / "models.toml"
+    entry = '\n[tiny-flux.known_failures.{}]\ntest = "test_quantization_takes_effect"\nmatch = "{}"\nreason = "planted"\n'
+    models.write_text(models.read_text() + entry.format("torchao-int8wo", "quantization did not take effect on transformer")
+                      + entry.format("quanto-int8", "some other message"))
+    result = run_gate("--qg-model", "tiny-flux", "--qg-config", "torchao-int8wo", "--qg-config", "quanto-int8",
+                      "-k", "loading or memory", fixtures=all_fixtures_copy)
+    result.assert_outcomes(passed=4, xfailed=1, failed=1)      # each case's loading and bytes tests pass
+    result.stdout.fnmatch_lines(["*XFAIL*test_quantization_takes_effect[[]tiny-flux-torchao-int8wo-cpu[]]*planted*"])
+    result.stdout.fnmatch_lines(["*test_quantization_takes_effect[[]tiny-flux-quanto-int8-cpu[]]*failed, but not as its "
+                                 "known failure*'some other message'*quantization did not take effect on transformer*"])
