@@ -3,11 +3,9 @@ group `quantgate.families` (name = "module:FamilyClass")."""
 
 from __future__ import annotations
 
-import importlib
-from functools import cache
-
 from quantgate.errors import QuantgateError
 from quantgate.families.base import ROLES, Family, SynthComponent, SynthTokenizer, strip, unstrip
+from quantgate.registry import Registry
 
 __all__ = ["ROLES", "Family", "SynthComponent", "SynthTokenizer", "family", "family_of_pipeline", "names",
            "strip", "unstrip"]
@@ -22,32 +20,16 @@ BUILT_IN = {
 ENTRY_POINT_GROUP = "quantgate.families"
 
 
-@cache
-def _registry() -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    found = dict(BUILT_IN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
+_REGISTRY = Registry("pipeline family", ENTRY_POINT_GROUP, BUILT_IN, Family, "quantgate.families.Family")
 
 
 def names() -> tuple[str, ...]:
-    return tuple(sorted(_registry()))
+    return _REGISTRY.names()
 
 
-@cache
 def family(name: str) -> Family:
     """The family registered as `name`."""
-    target = _registry().get(name)
-    if target is None:
-        raise QuantgateError(f"unknown pipeline family {name!r} (registered: {', '.join(names())}); a package "
-                             f"adds one through the entry point group '{ENTRY_POINT_GROUP}'")
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Family)):
-        raise QuantgateError(f"family {name!r} ({target}) is not a subclass of quantgate.families.Family")
-    return cls()
+    return _REGISTRY.get(name)
 
 
 def family_of_pipeline(pipeline_class: str) -> Family:

@@ -5,11 +5,8 @@ takes (`paths` in matrix.toml); each path's tests carry its name as a marker (`-
 
 from __future__ import annotations
 
-import importlib
-from functools import cache
-
-from quantgate.errors import QuantgateError
 from quantgate.paths.base import RegressionPath
+from quantgate.registry import Registry
 
 __all__ = ["RegressionPath", "names", "path"]
 
@@ -19,29 +16,13 @@ BUILT_IN = {
 ENTRY_POINT_GROUP = "quantgate.paths"
 
 
-@cache
-def _registry() -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    found = dict(BUILT_IN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
+_REGISTRY = Registry("regression path", ENTRY_POINT_GROUP, BUILT_IN, RegressionPath, "quantgate.paths.RegressionPath")
 
 
 def names() -> tuple[str, ...]:
-    return tuple(sorted(_registry()))
+    return _REGISTRY.names()
 
 
-@cache
 def path(name: str) -> RegressionPath:
     """The regression path registered as `name`."""
-    target = _registry().get(name)
-    if target is None:
-        raise QuantgateError(f"unknown regression path {name!r} (registered: {', '.join(names())}); a package "
-                             f"adds one through the entry point group '{ENTRY_POINT_GROUP}'")
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    if not (isinstance(cls, type) and issubclass(cls, RegressionPath)):
-        raise QuantgateError(f"regression path {name!r} ({target}) is not a subclass of quantgate.paths.RegressionPath")
-    return cls()
+    return _REGISTRY.get(name)
