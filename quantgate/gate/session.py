@@ -20,10 +20,12 @@ import pytest
 from quantgate.case.runner import KnownFailureReproduced, Runner
 from quantgate.errors import BackendImportError, BaselineError, DoesNotFit, QuantgateError
 from quantgate.gate.data import GateData, read_gate_data
+from quantgate.io import atomic_write
 from quantgate.matrix import Case, Expectation, KnownFailure, expectation_classes, expectation_for, expectations_path
 from quantgate.status import Outcome, Status
 from quantgate.units import MIB
 
+USED_BASELINES = "used-baselines.txt"   # a pytest-xdist worker's baselines that its tests used, for the controller
 AFTER_CASE = "qg_after_case"     # marks the test that closes its case: it runs last of the case's tests
 
 CASE_FIXTURES = {
@@ -300,6 +302,9 @@ class GateSession:
             self.no_gpu_note = "quantgate: -m gpu selected no test and no CUDA device is visible: nothing to run"
         if self.controller:
             self.merge_workers()
+            self.used_baselines = {Path(line) for part in sorted((self.results_dir / "workers").glob(f"*/{USED_BASELINES}"))
+                                   for line in part.read_text().splitlines() if line}
+            self._fail_on_unused(session)
             if self.write_error and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
             return
@@ -312,12 +317,27 @@ class GateSession:
         self.write_results()
         if self.written and not self.worker:   # a worker's part: the controller reports it
             self.finish_result_set()
-        self.unused = [] if self.worker else self.unused_baselines()    # a worker saw only its share
+        if self.worker:          # a worker saw only its share: the controller judges them all
+            try:
+                self.results_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.results_dir / USED_BASELINES, "".join(f"{p}\n" for p in sorted(self.used_baselines)))
+            except OSError as exc:
+                self.write_error = f"could not write {self.results_dir / USED_BASELINES}: {exc}"
+        else:
+            self._fail_on_unused(session)
+        if self.write_error and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR     # a green run whose record is lost is no pass
+
+    def _fail_on_unused(self, session) -> None:
+        if self.controller and self._gate_data is None and not self.config.getoption("--qg-model"):
+            try:
+                self.data()          # the controller collected nothing: which models are there
+            except QuantgateError:
+                pass                 # the workers reported it
+        self.unused = self.unused_baselines()
         if self.unused and self.config.getoption("--qg-unused-baselines") == "fail" \
                 and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.write_error and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR     # a green run whose record is lost is no pass
 
     def write_results(self) -> None:
         """Write the result set so far; called after each case and at the end, so a run that is
