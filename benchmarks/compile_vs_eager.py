@@ -1,7 +1,7 @@
 """Why do torch.compile'd denoising latents differ from eager ones? (issue 16)
 
-For one case (default tiny-flux bf16 on the CPU) it runs the model's timed denoising call (prompt
-embeddings precomputed, latents out) and compares, by max |a - b| and relative L2 norm:
+For one case (default tiny-flux bf16 on the CPU) it runs the model's timed denoising call (its
+latency_steps, prompt embeddings precomputed, latents out) and compares, by max |a - b| and relative L2 norm:
   - eager against eager (run to run);
   - eager BF16 against the same call with the transformer in float32 (how far plain rounding moves it);
   - eager against compiled (transformer.compile(fullgraph=True));
