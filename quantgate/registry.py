@@ -4,7 +4,7 @@ package's through an entry point group (name = "module:Class")."""
 from __future__ import annotations
 
 import importlib
-from functools import cache
+from functools import cache, cached_property
 
 from quantgate.errors import QuantgateError
 
@@ -14,16 +14,15 @@ class Registry:
         self.what, self.group, self.built_in, self.base, self.base_name = what, group, built_in, base, base_name
         self.get = cache(self._get)
 
-    @property
+    @cached_property
     def targets(self) -> dict[str, str]:
-        if not hasattr(self, "_targets"):
-            from importlib.metadata import entry_points
+        """name -> "module:Class": the built-in ones, then the entry points' (a built-in name wins)."""
+        from importlib.metadata import entry_points
 
-            found = dict(self.built_in)
-            for ep in entry_points(group=self.group):
-                found.setdefault(ep.name, ep.value)
-            self._targets = found
-        return self._targets
+        found = dict(self.built_in)
+        for ep in entry_points(group=self.group):
+            found.setdefault(ep.name, ep.value)
+        return found
 
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self.targets))

@@ -580,7 +580,6 @@ class GateSession:
         found = [p for key, (sim, saved) in measured.items() for p in problems(key, sim, expected, saved)]
         assert not found, "image drifted from the BF16 baseline:\n  " + "\n  ".join(found)
 
-
     def take_path(self, case: Case, name: str) -> dict:
         """Take regression path `name` (quantgate.paths) for the case, once: what it returned, its
         images included; its figures are in the case's record (paths)."""

@@ -236,9 +236,7 @@ class KnownFailure:
 
     @classmethod
     def from_entry(cls, entry: dict) -> "KnownFailure":
-        match, tests = entry["match"], entry.get("test") or ()
-        return cls((match,) if isinstance(match, str) else tuple(match), entry["reason"],
-                   (tests,) if isinstance(tests, str) else tuple(tests))
+        return cls(as_texts(entry["match"]), entry["reason"], as_texts(entry.get("test") or ()))
 
     def matches(self, message: str) -> bool:
         return any(text in message for text in self.match)
@@ -283,6 +281,38 @@ def _markers_problem(value: list) -> str | None:
     return _unique(value)
 
 
+def _paths_problem(value: list) -> str | None:
+    from quantgate.paths import names
+
+    unknown = [v for v in value if v not in names()]
+    if unknown:
+        return f"unknown regression path {unknown[0]!r} (registered: {', '.join(names())})"
+    return _unique(value)
+
+
+def as_texts(value) -> tuple:
+    """A data file's "a text, or a list of texts" as a tuple."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _match_problem(value) -> str | None:
+    texts = as_texts(value)
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        return "must be a non-empty string, or a non-empty list of them (the failure's message contains one)"
+    return None
+
+
+def _tests_problem(value) -> str | None:
+    tests = as_texts(value)
+    if not tests or not all(isinstance(t, str) and t.startswith("test_") for t in tests):
+        return "must name a test function (test_...), or a list of them"
+    return None
+
+
+KNOWN_FAILURE_FIELDS = [Field("match", (str, list), check=_match_problem), Field("reason", str),
+                        Field("test", (str, list), required=False, check=_tests_problem)]
+
+
 CONFIG_FIELDS = [
     Field("id", str, check=_id_problem),
     Field("backend", str, choices=BACKENDS),
@@ -299,35 +329,10 @@ CONFIG_FIELDS = [
     Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("known_failure", dict, required=False),
     Field("description", str, required=False, default=""),
-    Field("paths", list, item_kind=str, required=False, check=lambda v: _paths_problem(v)),
+    Field("paths", list, item_kind=str, required=False, check=_paths_problem),
 ]
 
 
-def _paths_problem(value: list) -> str | None:
-    from quantgate.paths import names
-
-    unknown = [v for v in value if v not in names()]
-    if unknown:
-        return f"unknown regression path {unknown[0]!r} (registered: {', '.join(names())})"
-    return _unique(value)
-
-
-def _match_texts(value) -> str | None:
-    texts = [value] if isinstance(value, str) else value
-    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-        return "must be a non-empty string, or a non-empty list of them (the failure's message contains one)"
-    return None
-
-
-KNOWN_FAILURE_FIELDS = [Field("match", (str, list), check=_match_texts), Field("reason", str),
-                        Field("test", (str, list), required=False, check=lambda v: _tests_problem(v))]
-
-
-def _tests_problem(value) -> str | None:
-    tests = [value] if isinstance(value, str) else value
-    if not tests or not all(isinstance(t, str) and t.startswith("test_") for t in tests):
-        return "must name a test function (test_...), or a list of them"
-    return None
 DEFAULTS_FIELDS = [
     Field("timeout_s", float, required=False, default=900.0, check=lambda v: None if v > 0 else "must be positive"),
     Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
@@ -337,7 +342,7 @@ DEFAULTS_FIELDS = [
     Field("shrink_ratio_max", float, required=False, default=0.98,
           check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
     Field("latency_yardstick", list, item_kind=str, required=False, default=list, choices=DEVICES, check=_unique),
-    Field("paths", list, item_kind=str, required=False, default=list, check=lambda v: _paths_problem(v)),
+    Field("paths", list, item_kind=str, required=False, default=list, check=_paths_problem),
 ]
 
 
