@@ -53,3 +53,7 @@ class CaseOutOfMemory(CaseFailed):
 
 class CaseLeaked(QuantgateError):
     """A case left something behind after its process ended: a process, or device memory."""
+
+
+class ScratchTooSmall(QuantgateError):
+    """A regression path needs more free disk in its scratch folder than there is: named, with the numbers."""

@@ -22,11 +22,13 @@ from quantgate.errors import (
     CaseTimedOut,
     DoesNotFit,
     QuantgateError,
+    ScratchTooSmall,
 )
 from quantgate.matrix import Case
 from quantgate.results.record import CaseRecord
-from quantgate.sources.cache import model_dir
+from quantgate.sources.cache import SCRATCH_ENV, model_dir
 from quantgate.status import Outcome, Status
+from quantgate.units import GIB
 
 
 class KnownFailureReproduced(QuantgateError):
@@ -58,8 +60,9 @@ def _timing(out) -> tuple[float, float | None]:
 class Runner:
     def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
                  session_factory: str = DEFAULT_SESSION, on_case_closed=None, needed_of=None,
-                 leak_tolerance: int = DEFAULT_TOLERANCE):
+                 leak_tolerance: int = DEFAULT_TOLERANCE, scratch_root: Path | None = None):
         self.cache_root = Path(cache_root)
+        self.scratch_root = Path(scratch_root) if scratch_root else self.cache_root / "paths"
         self.isolation = isolation
         self.session_factory = session_factory
         self.on_case_closed = on_case_closed      # called after each case's process is closed
@@ -194,10 +197,11 @@ class Runner:
             self.images(case)
             import shutil
 
-            folder = self.cache_root / "paths" / name / case.id
+            folder = self.scratch_root / name / case.id
             shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
             try:
+                folder.mkdir(parents=True)
+                _check_scratch(name, folder, self.record(case).weights, case)
                 taken[name] = self.call(case, "run_path", name, str(folder))
                 self.record(case).paths[name] = {k: v for k, v in taken[name].items() if k != "images"}
             except Exception as exc:
@@ -278,3 +282,23 @@ class Runner:
     def close(self) -> None:
         self.close_active()
         self.close_yardstick()
+
+
+# Room for a path's files beyond its components' weight bytes: over 101 round trips of the tiny models
+# (CPU and H200, 2026-12-01) the saved files were 0.77-1.04x the weight bytes (headers, JSON metadata).
+SCRATCH_SLACK = 1.05
+
+
+def _check_scratch(name: str, folder: Path, weights: dict, case: Case) -> None:
+    """Refuse, before anything is written, a path whose files would not fit in its scratch folder."""
+    import shutil
+
+    from quantgate.paths import path
+
+    needed = int(path(name).scratch_bytes({c: weights[c] for c in case.components if c in weights}) * SCRATCH_SLACK)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise ScratchTooSmall(
+            f"{case.id}: the {name} path writes about {needed / GIB:.2f} GiB into {folder}, which has "
+            f"{free / GIB:.2f} GiB free; point --qg-scratch-dir (or ${SCRATCH_ENV}) at a larger disk "
+            f"(on a GPU runner with the RAM for it, /dev/shm), or leave the path out with -m \"not {name}\"")

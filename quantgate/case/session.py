@@ -40,8 +40,10 @@ def _sync(device: str) -> None:
 
 
 class CudaPhase:
-    """Peak and final allocator figures of one phase (load, inference) on the current CUDA device:
-    the peaks are reset when the phase starts and read, after a synchronize, when it ends."""
+    """Allocator figures of one phase (load, inference) on the current CUDA device: what was allocated
+    when it started, and its peaks (reset when it starts) and final figures, read after a synchronize
+    when it ends. A phase that follows others in one process starts from what they left (cuBLAS's
+    workspace, for one): the phase's own share is after minus before."""
 
     def __init__(self, device: str, name: str, into: dict):
         self.device, self.name, self.into = device, name, into
@@ -52,6 +54,7 @@ class CudaPhase:
 
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            self.into[f"before_{self.name}_allocated"] = torch.cuda.memory_allocated()
         return self
 
     def __exit__(self, *exc):

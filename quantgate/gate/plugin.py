@@ -23,6 +23,9 @@ def pytest_addoption(parser):
     group.addoption("--qg-baselines", help="baseline folder (default: ini qg_baselines, 'baselines')")
     group.addoption("--qg-cache-dir", help="where synthetic models and GGUF files are built "
                     "(default: $QUANTGATE_CACHE_DIR or ~/.cache/quantgate)")
+    group.addoption("--qg-scratch-dir", help="where regression paths write their files (the round trip's saved "
+                    "checkpoints, as large as the quantized components; emptied after each case; default: "
+                    "$QUANTGATE_SCRATCH_DIR or <cache dir>/paths)")
     group.addoption("--qg-results-dir", help="folder for this run's results (default: a new "
                     ".quantgate/results/<time> folder; an existing result set is never overwritten)")
     group.addoption("--qg-model", action="append", default=[],

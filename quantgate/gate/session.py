@@ -79,10 +79,12 @@ class GateSession:
         self.written, self.write_error, self.report_error, self.no_gpu_note = False, None, None, None
         self.fixtures_dir = _path(config, "--qg-fixtures", "qg_fixtures")
         self.baselines_dir = _path(config, "--qg-baselines", "qg_baselines")
-        from quantgate.sources.cache import default_cache_root
+        from quantgate.sources.cache import SCRATCH_ENV, default_cache_root
 
         cache = config.getoption("--qg-cache-dir")
         self.cache_root = Path(cache).expanduser().resolve() if cache else default_cache_root()
+        scratch = config.getoption("--qg-scratch-dir") or os.environ.get(SCRATCH_ENV)
+        self.scratch_root = Path(scratch).expanduser().resolve() if scratch else None
         self.allow_missing = config.getoption("--qg-allow-missing-backends")
         self.started = datetime.now(timezone.utc)
         results = config.getoption("--qg-results-dir")
@@ -138,7 +140,8 @@ class GateSession:
             self.runner = Runner(self.cache_root, opt("--qg-isolation"), self.reference_of,
                                  opt("--qg-case-session") or DEFAULT_SESSION,
                                  on_case_closed=self.write_results, needed_of=self.gpu_bytes_needed,
-                                 leak_tolerance=int(data.defaults["leak_tolerance_mib"] * MIB))
+                                 leak_tolerance=int(data.defaults["leak_tolerance_mib"] * MIB),
+                                 scratch_root=self.scratch_root)
         return self._gate_data
 
     def gpu_bytes_needed(self, case: Case) -> int | None:

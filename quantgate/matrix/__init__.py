@@ -207,10 +207,16 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
         if unknown_parts:
             raise DataFileError(path, name, "cpu_float32", f"{unknown_parts[0]!r} is not a component of family "
                                 f"{fam.name!r} ({', '.join(sorted(own))})")
-        known_here = {}
-        for config_id, raw_known in v["known_failures"].items():
-            kf = check_entry(path, f"{name}.known_failures.{config_id}", raw_known, KNOWN_FAILURE_FIELDS)
-            known_here[config_id] = KnownFailure.from_entry(kf)
+        known_here, entry_of = {}, {}
+        for key, raw_known in v["known_failures"].items():
+            where = f"{name}.known_failures.{key}"
+            kf = check_entry(path, where, raw_known, MODEL_KNOWN_FAILURE_FIELDS)
+            for config_id in kf["configs"] or [key]:      # the key is the configuration, unless configs lists them
+                if config_id in known_here:
+                    raise DataFileError(path, where, "configs", f"configuration {config_id!r} already has a known "
+                                        f"failure on model {name!r}, in entry {entry_of[config_id]!r}; one entry "
+                                        "per configuration")
+                known_here[config_id], entry_of[config_id] = KnownFailure.from_entry(kf), key
         models[name] = ModelSpec(
             name=name, source=v["source"], family=family_name, path=v["path"],
             description=v["description"], height=v["height"], width=v["width"], steps=v["steps"],
@@ -311,6 +317,9 @@ def _tests_problem(value) -> str | None:
 
 KNOWN_FAILURE_FIELDS = [Field("match", (str, list), check=_match_problem), Field("reason", str),
                         Field("test", (str, list), required=False, check=_tests_problem)]
+MODEL_KNOWN_FAILURE_FIELDS = KNOWN_FAILURE_FIELDS + [     # models.toml's: one entry may name several configurations
+    Field("configs", list, item_kind=str, required=False,
+          check=lambda v: _unique(v) or (None if v else "must name at least one configuration"))]
 
 
 CONFIG_FIELDS = [

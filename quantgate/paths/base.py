@@ -13,6 +13,11 @@ class RegressionPath:
     name: ClassVar[str]
     description: ClassVar[str]
 
+    def scratch_bytes(self, components: dict[str, dict]) -> int:
+        """The disk the path writes into its scratch folder, given the case's quantized components'
+        weight figures ({name: {"bytes": ...}}); checked against the folder's free space first."""
+        return 0
+
     def run(self, session: "CaseSession", folder: Path) -> dict:
         """Take the path in the case's process, with `folder` its own scratch space (emptied before
         and removed after). Return its figures: plain data, and `images` ({key: uint8 array}) where

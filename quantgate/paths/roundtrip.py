@@ -22,6 +22,9 @@ class RoundTrip(RegressionPath):
     name = "roundtrip"
     description = "save the quantized components as sharded safetensors, load them back, hold the reload against the fresh load"
 
+    def scratch_bytes(self, components: dict[str, dict]) -> int:
+        return sum(figures["bytes"] for figures in components.values())
+
     def run(self, session, folder: Path) -> dict:
         import torch
 

@@ -26,6 +26,7 @@ from quantgate.matrix import ModelSpec
 from quantgate.units import GIB
 
 CACHE_ENV = "QUANTGATE_CACHE_DIR"
+SCRATCH_ENV = "QUANTGATE_SCRATCH_DIR"    # where regression paths write (default: <cache>/paths)
 BUILD_META = "quantgate-build.json"
 
 

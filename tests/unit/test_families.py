@@ -99,6 +99,25 @@ def test_a_known_failure_may_name_one_wording_per_device():
     assert cases["tiny-sdxl-torchao-float8dq-cuda"].known_failure.match == ("input_tensor must be 1x128 scaled",)
 
 
+def test_one_known_failure_entry_may_hold_for_several_configurations_of_a_model():
+    models = load_models(REPO / "fixtures")
+    cases = {c.id: c for c in build_cases(models, load_matrix(REPO / "fixtures", models))}
+    reload = "test_saved_checkpoint_reloads_quantized_as_it_was_saved"
+    for config in ("bnb-nf4", "bnb-fp4", "bnb-nf4-pipeline", "bnb-nf4-offload"):
+        known = cases[f"tiny-wan-{config}-cuda"].known_test_failure(reload)
+        assert known is not None and known.matches("does not contain `bitsandbytes__*` and possibly other")
+    assert cases["tiny-wan-bnb-nf4-dq-cuda"].known_test_failure(reload) is None
+    assert cases["tiny-sdxl-bnb-nf4-cuda"].known_test_failure(reload) is None
+
+
+def test_a_configuration_in_two_known_failure_entries_of_a_model_is_refused(all_fixtures_copy):
+    load = _models_with(all_fixtures_copy, '[tiny-wan.known_failures.bnb-4bit-sharded-reload]\nconfigs = ["bnb-nf4", ',
+                        '[tiny-wan.known_failures.bnb-4bit-sharded-reload]\nconfigs = ["quanto-int8", "bnb-nf4", ')
+    with pytest.raises(DataFileError, match=r"tiny-wan.known_failures.quanto-int8.*'configs'.*configuration 'quanto-int8' "
+                                            r"already has a known failure on model 'tiny-wan', in entry 'bnb-4bit-sharded-reload'"):
+        load()
+
+
 @pytest.mark.parametrize("match", ["[]", '[""]', "3", '["a", 3]'])
 def test_a_known_failure_without_a_text_to_match_is_refused(all_fixtures_copy, match):
     load = _models_with(all_fixtures_copy, 'match = "input_tensor must be 1x128 scaled"', f"match = {match}")

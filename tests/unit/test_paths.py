@@ -93,3 +93,26 @@ def test_an_unchanged_round_trip_passes_and_is_recorded(planted_round_trips):
     assert trip["files"] == {"transformer": 3} and trip["disk_bytes"] > 0
     assert all(v == {"identical": True} for v in trip["similarity"].values())
     assert "| tiny-flux-torchao-float8wo-cpu | identical | same | 3 |" in md
+
+
+def test_a_path_that_would_not_fit_its_scratch_folder_is_refused_before_it_writes(tmp_path, monkeypatch):
+    """qwen-image-synth's int8 transformer (20.5 GB) met 10 GB of free disk on the H200 and failed
+    mid-save with 'No space left on device'; the gate now says so before it writes anything."""
+    import shutil
+    from collections import namedtuple
+
+    from quantgate.case.runner import _check_scratch
+    from quantgate.errors import ScratchTooSmall
+
+    models = load_models(REPO / "fixtures")
+    case = next(c for c in build_cases(models, load_matrix(REPO / "fixtures", models))
+                if c.id == "tiny-flux-torchao-int8wo-cpu")
+    weights = {"transformer": {"bytes": 20 * 2**30}, "vae": {"bytes": 5 * 2**30}}   # the vae is not saved
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(64 * 2**30, 54 * 2**30, 10 * 2**30))
+    with pytest.raises(ScratchTooSmall, match=r"tiny-flux-torchao-int8wo-cpu: the roundtrip path writes about 21\.00 GiB "
+                       r"into .*, which has 10\.00 GiB free; point --qg-scratch-dir \(or \$QUANTGATE_SCRATCH_DIR\) at a "
+                       r"larger disk .* -m \"not roundtrip\""):
+        _check_scratch("roundtrip", tmp_path, weights, case)
+    weights["transformer"]["bytes"] = 9 * 2**30
+    _check_scratch("roundtrip", tmp_path, weights, case)        # 9.45 GiB fits in 10
