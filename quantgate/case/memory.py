@@ -3,7 +3,8 @@
 `get_memory_footprint()` reports the logical (unquantized) size for torchao and quanto, whose
 weights are tensor subclasses; a ratio built on it can never see quantization. This module counts
 the bytes of the storages actually held: it recurses through `__tensor_flatten__` (torchao,
-quanto), adds bitsandbytes' quantization state (absmax, codebooks, SCB), and counts GGUF
+quanto), adds bitsandbytes' quantization state (absmax, codebooks, SCB, where the weight or, once the
+layer has run, its module holds it), and counts GGUF
 parameters at their packed size.
 """
 
@@ -74,7 +75,9 @@ def is_quantized(t: torch.Tensor) -> bool:
 
 
 def weight_bytes(module: torch.nn.Module) -> WeightBytes:
-    """Real bytes of a module's parameters and buffers."""
+    """Real bytes of a module's parameters and buffers, and of the bitsandbytes 8-bit state that a
+    layer's first forward call moves off its weight (Linear8bitLt.init_8bit_state: weight.SCB becomes
+    state.SCB), so that a layer counts the same before and after it has run."""
     seen: set = set()
     total = count = quantized = 0
     tensors = [p for _, p in module.named_parameters(remove_duplicate=True)]
@@ -83,4 +86,10 @@ def weight_bytes(module: torch.nn.Module) -> WeightBytes:
         total += tensor_bytes(t, seen)
         count += 1
         quantized += is_quantized(t)
+    for layer in module.modules():
+        state = getattr(layer, "state", None)            # bitsandbytes MatmulLtState
+        for name in ("CB", "SCB"):
+            held = getattr(state, name, None) if state is not None else None
+            if isinstance(held, torch.Tensor):
+                total += _plain_bytes(held, seen)
     return WeightBytes(total, count, quantized)

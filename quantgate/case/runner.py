@@ -199,14 +199,18 @@ class Runner:
 
             folder = self.scratch_root / name / case.id
             shutil.rmtree(folder, ignore_errors=True)
+            rec = self.record(case)
+            status, error = rec.status, rec.error
             try:
                 folder.mkdir(parents=True)
-                _check_scratch(name, folder, self.record(case).weights, case)
+                _check_scratch(name, folder, rec.weights, case)
                 taken[name] = self.call(case, "run_path", name, str(folder))
-                self.record(case).paths[name] = {k: v for k, v in taken[name].items() if k != "images"}
+                rec.paths[name] = {k: v for k, v in taken[name].items() if k != "images"}
             except Exception as exc:
                 taken[name] = exc
-                self.record(case).paths[name] = {"error": str(exc).splitlines()[0][:500]}
+                rec.paths[name] = {"error": str(exc).splitlines()[0][:500]}
+                if type(exc) is CaseFailed:      # the path's own error: the fresh load's figures stand, and
+                    rec.status, rec.error = status, error   # its tests fail (a crash, timeout, OOM ends the case)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
         if isinstance(taken[name], Exception):

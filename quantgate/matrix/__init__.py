@@ -239,10 +239,12 @@ class KnownFailure:
     match: tuple[str, ...]   # texts of which the failure's message must contain one (one per device's wording)
     reason: str              # why it fails, shown in the report
     tests: tuple[str, ...] = ()  # the tests that fail (their assertions' messages match); none: the case fails
+    devices: tuple[str, ...] = ()  # where it fails; none: on every device the case runs on
 
     @classmethod
     def from_entry(cls, entry: dict) -> "KnownFailure":
-        return cls(as_texts(entry["match"]), entry["reason"], as_texts(entry.get("test") or ()))
+        return cls(as_texts(entry["match"]), entry["reason"], as_texts(entry.get("test") or ()),
+                   tuple(entry.get("devices") or ()))
 
     def matches(self, message: str) -> bool:
         return any(text in message for text in self.match)
@@ -316,7 +318,9 @@ def _tests_problem(value) -> str | None:
 
 
 KNOWN_FAILURE_FIELDS = [Field("match", (str, list), check=_match_problem), Field("reason", str),
-                        Field("test", (str, list), required=False, check=_tests_problem)]
+                        Field("test", (str, list), required=False, check=_tests_problem),
+                        Field("devices", list, item_kind=str, required=False, choices=DEVICES,
+                              check=lambda v: _unique(v) or (None if v else "must name at least one device"))]
 MODEL_KNOWN_FAILURE_FIELDS = KNOWN_FAILURE_FIELDS + [     # models.toml's: one entry may name several configurations
     Field("configs", list, item_kind=str, required=False,
           check=lambda v: _unique(v) or (None if v else "must name at least one configuration"))]
@@ -470,7 +474,8 @@ class Case:
         return known if known is not None and test in known.tests else None
 
     def _known(self) -> KnownFailure | None:
-        return self.model.known_failures.get(self.config.id) or self.config.known_failure
+        known = self.model.known_failures.get(self.config.id) or self.config.known_failure
+        return known if known is not None and (not known.devices or self.device in known.devices) else None
 
     @property
     def components(self) -> tuple[str, ...]:

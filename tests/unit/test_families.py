@@ -110,6 +110,15 @@ def test_one_known_failure_entry_may_hold_for_several_configurations_of_a_model(
     assert cases["tiny-sdxl-bnb-nf4-cuda"].known_test_failure(reload) is None
 
 
+def test_a_known_failure_may_hold_on_one_device_only():
+    """tiny-wan's torchao float8 reload makes other images on a CPU, and the same ones on the H200."""
+    models = load_models(REPO / "fixtures")
+    cases = {c.id: c for c in build_cases(models, load_matrix(REPO / "fixtures", models))}
+    images = "test_reloaded_checkpoint_makes_the_fresh_loads_images"
+    assert cases["tiny-wan-torchao-float8wo-cpu"].known_test_failure(images) is not None
+    assert cases["tiny-wan-torchao-float8wo-cuda"].known_test_failure(images) is None
+
+
 def test_a_configuration_in_two_known_failure_entries_of_a_model_is_refused(all_fixtures_copy):
     load = _models_with(all_fixtures_copy, '[tiny-wan.known_failures.bnb-4bit-sharded-reload]\nconfigs = ["bnb-nf4", ',
                         '[tiny-wan.known_failures.bnb-4bit-sharded-reload]\nconfigs = ["quanto-int8", "bnb-nf4", ')

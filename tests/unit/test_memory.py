@@ -104,6 +104,19 @@ def test_bitsandbytes_int8_counts_data_and_row_scales():
     assert tensor_bytes(m.weight) == N + OUT * 4        # int8 weights + float32 SCB per row
 
 
+
+def test_bitsandbytes_int8_counts_the_same_after_its_first_call_moved_its_row_scales():
+    """Linear8bitLt's first forward call moves SCB off its weight onto the layer (init_8bit_state):
+    the H200 round trip counted its reload after its images, and found 4 bytes per row missing."""
+    bnb = pytest.importorskip("bitsandbytes")
+    m = bnb.nn.Linear8bitLt(IN, OUT, bias=False, has_fp16_weights=False)
+    m.load_state_dict(_linear()[0].float().state_dict())
+    m = m.to("cpu")
+    before = weight_bytes(m).bytes
+    m(torch.randn(2, IN))
+    assert m.weight.SCB is None and m.state.SCB is not None     # moved, as in bitsandbytes 0.50
+    assert weight_bytes(m).bytes == before == N + OUT * 4
+
 def test_gguf_parameter_counts_its_packed_blocks():
     gguf = pytest.importorskip("gguf")
     from diffusers.quantizers.gguf.utils import GGUFParameter

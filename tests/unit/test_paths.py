@@ -33,11 +33,20 @@ def test_an_unknown_path_is_refused_with_the_registered_ones(fixtures_copy):
         load_matrix(fixtures_copy, load_models(fixtures_copy))
 
 
+KNOWN_UNREADABLE = """
+[tiny-flux.known_failures.quanto-float8]
+test = ["test_saved_checkpoint_reloads_quantized_as_it_was_saved", "test_reloaded_checkpoint_makes_the_fresh_loads_images"]
+match = "Unable to load weights from checkpoint file"
+reason = "planted: its saved files are cut short"
+"""
+
+
 @pytest.fixture(scope="module")
 def planted_round_trips(tmp_path_factory, shared_cache):
-    """One run of the round trip alone on three tiny-flux cases: torchao int8's saved files are cut
+    """One run of the round trip alone on four tiny-flux cases: torchao int8's saved files are cut
     short before the reload (what a release that cannot read them meets), quanto int8's reader
-    hands its transformer back in BF16, torchao float8 is left alone."""
+    hands its transformer back in BF16, torchao float8 is left alone; quanto float8's files are cut
+    short too, under a known failure of both round-trip tests that names the reader's error."""
     import os
     import subprocess
     import sys
@@ -46,15 +55,19 @@ def planted_round_trips(tmp_path_factory, shared_cache):
 
     root = tmp_path_factory.mktemp("paths")
     (root / "planted_sessions.py").write_text(PLANTED)
+    fixtures, baselines = harness_dirs()
+    models = fixtures / "models.toml"
+    models.write_text(models.read_text() + KNOWN_UNREADABLE)
     out = root / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-rfE", "--benchmark-disable",
-         "-m", "not gpu and roundtrip", "--qg-cache-dir", str(shared_cache), "--qg-fixtures", str(harness_dirs()[0]),
-         "--qg-baselines", str(harness_dirs()[1]), "--qg-results-dir", str(out), "--qg-no-report",
+        [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-rfExX", "--benchmark-disable",
+         "-m", "not gpu and roundtrip", "--qg-cache-dir", str(shared_cache), "--qg-fixtures", str(fixtures),
+         "--qg-baselines", str(baselines), "--qg-results-dir", str(out), "--qg-no-report",
          "--qg-case-session", "planted_sessions:Planted", "--qg-model", "tiny-flux",
-         *[a for c in ("torchao-int8wo", "quanto-int8", "torchao-float8wo") for a in ("--qg-config", c)]],
+         *[a for c in ("torchao-int8wo", "quanto-int8", "torchao-float8wo", "quanto-float8") for a in ("--qg-config", c)]],
         cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(root), "QG_PLANTED": "torchao-int8wo=unreadable,quanto-int8=dequantize"})
+        env={**os.environ, "PYTHONPATH": str(root),
+             "QG_PLANTED": "torchao-int8wo=unreadable,quanto-int8=dequantize,quanto-float8=unreadable"})
     records = {c["config"]: c for c in json.loads((out / "results.json").read_text())["cases"]}
     return done.stdout, records, (out / "results.md").read_text()
 
@@ -74,6 +87,7 @@ def test_a_checkpoint_that_no_longer_reloads_fails_both_round_trip_tests(planted
         assert "run_path" in _failure(stdout, test, "torchao-int8wo")
     assert ("run_path raised SafetensorError: Error while deserializing header"
             in records["torchao-int8wo"]["paths"]["roundtrip"]["error"])
+    assert records["torchao-int8wo"]["status"] == "ok"     # the path's failure is its tests'; the fresh figures stand
 
 
 def test_a_reload_that_silently_dequantizes_fails_with_the_count_of_quantized_tensors(planted_round_trips):
@@ -116,3 +130,14 @@ def test_a_path_that_would_not_fit_its_scratch_folder_is_refused_before_it_write
         _check_scratch("roundtrip", tmp_path, weights, case)
     weights["transformer"]["bytes"] = 9 * 2**30
     _check_scratch("roundtrip", tmp_path, weights, case)        # 9.45 GiB fits in 10
+
+
+def test_a_known_failure_of_the_round_trip_holds_the_error_its_path_raised(planted_round_trips):
+    """bitsandbytes 4-bit's sharded reload raises in the path (H200): a test-level known failure
+    takes the error the path raised, not only an assertion, when its message matches."""
+    stdout, records, _ = planted_round_trips
+    for test in ("test_saved_checkpoint_reloads_quantized_as_it_was_saved", "test_reloaded_checkpoint_makes_the_fresh_loads_images"):
+        assert f"XFAIL tests/gate/test_roundtrip.py::{test}[tiny-flux-quanto-float8-cpu]" in stdout
+    assert records["quanto-float8"]["tests"] == dict.fromkeys(
+        ("test_saved_checkpoint_reloads_quantized_as_it_was_saved", "test_reloaded_checkpoint_makes_the_fresh_loads_images"),
+        "xfailed")
