@@ -36,6 +36,8 @@ MODES = ("process", "inline")
 _fork_server = None
 TRACEBACK_LINES = 12      # of the case process's traceback, shown in the failure message
 
+PRELOAD_ENV = "QUANTGATE_PRELOAD_FAMILIES"   # the families the fork server preloads (quantgate.case.preload)
+
 
 _spawn_cuda_cases = False  # set once a forked CUDA case could not start
 

@@ -4,8 +4,10 @@ process starts with them imported (a few seconds a case otherwise: `from diffuse
 FluxPipeline` alone takes about 3 s).
 
 The families are those of the cases the session kept (GateSession sets PRELOAD_ENV before the first
-case starts; unset, every registered family). Only where no CUDA device is visible (isolation.py
-decides): these imports initialise CUDA where there is one, and a process forked from a server that
+case starts; unset, every registered family). Importing this module preloads, so only the fork
+server imports it: PRELOAD_ENV lives in quantgate.case.isolation (the pytest process imported this
+module for it once, and with it every family: 2.7 s of each gate run). Only where no CUDA device is
+visible (isolation.py decides): these imports initialise CUDA where there is one, and a process forked from a server that
 did so cannot use CUDA. Each import is tried on its own and a failure is swallowed here: a broken
 backend must fail its own cases, with its own message, when they import it again.
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 import importlib
 import os
 
-PRELOAD_ENV = "QUANTGATE_PRELOAD_FAMILIES"
+from quantgate.case.isolation import PRELOAD_ENV
+
 BACKEND_MODULES = ("torchao", "torchao.quantization", "optimum.quanto", "gguf", "diffusers.quantizers")
 
 

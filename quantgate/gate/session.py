@@ -230,7 +230,7 @@ class GateSession:
                 # a known failure is the case's, not its clean-up's: the release check must pass
                 item.own_markers[:] = [m for m in item.own_markers if m.name != "xfail"]
         self._case_of_test = {item.nodeid: case for item, case in kept if case is not None}
-        from quantgate.case.preload import PRELOAD_ENV
+        from quantgate.case.isolation import PRELOAD_ENV
 
         # the case processes' fork server preloads the families this run kept (before it starts)
         os.environ[PRELOAD_ENV] = ",".join(sorted({c.model.family for c in self._case_of_test.values()}))
