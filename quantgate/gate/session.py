@@ -34,6 +34,7 @@ CASE_FIXTURES = {
     "qg_reference_case": lambda c: c.config.is_reference,
     "qg_cuda_case": lambda c: c.device == "cuda",
     "qg_roundtrip_case": lambda c: "roundtrip" in c.config.paths,
+    "qg_lora_case": lambda c: "lora" in c.config.paths,
 }
 
 
@@ -220,7 +221,9 @@ class GateSession:
             config.hook.pytest_deselected(items=[i for i, c in kept if c is not None and c.id not in mine])
             kept = [(i, c) for i, c in kept if c is None or c.id in mine]
         for item, case in kept:
-            known = case.known_test_failure(item.originalname) if case is not None else None
+            # one test's known failure, unless the whole case is known to fail (that failure is every test's)
+            known = (case.known_test_failure(item.originalname)
+                     if case is not None and case.known_failure is None else None)
             if known is not None:       # one test's known failure: its assertion, with its message
                 # its assertion, or the error its step raised (a regression path's); the message decides
                 item.add_marker(pytest.mark.xfail(strict=True, raises=(AssertionError, QuantgateError),
@@ -236,12 +239,17 @@ class GateSession:
         os.environ[PRELOAD_ENV] = ",".join(sorted({c.model.family for c in self._case_of_test.values()}))
         from quantgate.paths import names as path_names
 
-        def rank(item) -> int:     # a case's own tests, then its paths' (which replace its pipeline), then its close
+        def rank(item, case: Case) -> tuple[int, int]:
+            """A case's own tests, then its paths' in the order its configuration names them (a path
+            may replace the case's pipeline), then its close."""
             if item.get_closest_marker(AFTER_CASE) is not None:
-                return 2
-            return 1 if any(item.get_closest_marker(name) for name in path_names()) else 0
+                return 2, 0
+            taken = [n for n in path_names() if item.get_closest_marker(n)]
+            if not taken:
+                return 0, 0
+            return 1, case.config.paths.index(taken[0]) if taken[0] in case.config.paths else len(case.config.paths)
 
-        kept.sort(key=lambda pair: (-1, 0) if pair[1] is None else (order[pair[1].id], rank(pair[0])))
+        kept.sort(key=lambda pair: (-1, 0, 0) if pair[1] is None else (order[pair[1].id], *rank(*pair)))
         items[:] = [item for item, _ in kept]
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -590,25 +598,51 @@ class GateSession:
         self.load(case)
         return self._guard(case, self.runner.take_path, name)
 
-    def check_path_images(self, case: Case, name: str) -> None:
-        """The images regression path `name` made against the case's fresh load's: each must be the
-        same image, pixel for pixel; the SSIM/PSNR of any that is not go into the case's record."""
+    def check_path_images(self, case: Case, name: str, step: str | None = None, against: str | None = None,
+                          ssim_min: float | None = None) -> None:
+        """The images regression path `name` made (those of its `step`, for a path that makes
+        several) against the case's fresh load's (or its step `against`'s): each must be the same
+        image, pixel for pixel, or with `ssim_min` at that SSIM or above; the SSIM/PSNR of any that
+        is not the same go into the case's record."""
+        figures, differ = self._path_similarity(case, name, step, against, ssim_min)
+        what = f"the {name} path's images" + (f" ({step})" if step else "")
+        rule = f"within SSIM {ssim_min} of" if ssim_min is not None else ""
+        assert not differ, f"{what} are not {rule + ' ' if rule else ''}{_source(name, against)}:\n  " + "\n  ".join(differ)
+
+    def path_moved_ssim(self, case: Case, name: str, step: str) -> float:
+        """The lowest SSIM of path `name`'s `step` images against the fresh load's (1.0: unmoved);
+        its figures go into the case's record."""
+        figures, _ = self._path_similarity(case, name, step, None)
+        return min(f.get("ssim", 1.0) for f in figures.values())
+
+    def _path_similarity(self, case: Case, name: str, step: str | None, against: str | None,
+                         ssim_min: float | None = None):
         from quantgate.case.metrics import compare
         from quantgate.case.session import image_key
 
-        fresh, made = self.images(case), self.take_path(case, name)["images"]
+        taken = self.take_path(case, name)["images"]
+        made = taken[step] if step else taken
+        base = taken[against] if against else self.images(case)
         figures, differ = {}, []
         for prompt, seed in case.model.images():
             key = image_key(prompt.id, seed)
-            if np.array_equal(fresh[key], made[key]):
+            if np.array_equal(base[key], made[key]):
                 figures[key] = {"identical": True}
                 continue
-            sim = compare(fresh[key], made[key])
+            sim = compare(base[key], made[key])
             figures[key] = {"identical": False, "ssim": sim.ssim, "psnr": sim.psnr}
-            differ.append(f"{key}: SSIM {sim.ssim:.4f}, PSNR {sim.psnr:.2f} dB against the fresh load's image "
-                          f"(saved: {self.save_image(case, f'{key}-{name}', made[key])})")
-        self.runner.record(case).paths.setdefault(name, {})["similarity"] = figures
-        assert not differ, f"the {name} path's images are not the fresh load's:\n  " + "\n  ".join(differ)
+            if ssim_min is not None and sim.ssim >= ssim_min:
+                continue
+            saved = self.save_image(case, f"{key}-{name}" + (f"-{step}" if step else ""), made[key])
+            differ.append(f"{key}: SSIM {sim.ssim:.4f}, PSNR {sim.psnr:.2f} dB against {_source(name, against)}"
+                          f" (saved: {saved})")
+        field = "similarity" + (f"_{step}" if step else "") + (f"_to_{against}" if against else "")
+        self.runner.record(case).paths.setdefault(name, {})[field] = figures
+        return figures, differ
+
+
+def _source(name: str, against: str | None) -> str:
+    return f"the {name} path's {against} images" if against else "the fresh load's"
 
 
 class LatencyRatio(NamedTuple):

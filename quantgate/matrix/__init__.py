@@ -78,8 +78,9 @@ class ModelSpec:
     cpu_float32: tuple[str, ...] = ()           # components that run in float32 on a CPU (not under test)
     latency_steps: int | None = None            # denoising steps of a timed call (default: steps)
     cpu_threads: int | None = None              # torch threads of a case's process on a CPU (default: torch's)
+    lora_strength: float = 0.5                  # scale of the lora path's synthetic LoRA (quantgate.paths.lora)
     call: dict = field(default_factory=dict, compare=False)  # the family's free call arguments (num_frames, ...)
-    known_failures: dict = field(default_factory=dict, compare=False)  # configuration id -> KnownFailure, here only
+    known_failures: dict = field(default_factory=dict, compare=False)  # configuration id -> its KnownFailures here
 
     @property
     def pipeline_family(self):
@@ -166,6 +167,7 @@ MODEL_FIELDS = [
     Field("cpu_float32", list, item_kind=str, required=False, default=list, check=lambda v: _components_problem(v, roles=False)),
     Field("latency_steps", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("cpu_threads", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("lora_strength", float, required=False, default=0.5, check=lambda v: None if v > 0 else "must be positive"),
     Field("call", dict, required=False, default=dict),
     Field("known_failures", dict, required=False, default=dict),
 ]
@@ -207,16 +209,20 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
         if unknown_parts:
             raise DataFileError(path, name, "cpu_float32", f"{unknown_parts[0]!r} is not a component of family "
                                 f"{fam.name!r} ({', '.join(sorted(own))})")
-        known_here, entry_of = {}, {}
+        known_here: dict[str, tuple[KnownFailure, ...]] = {}
+        entry_of: dict[tuple[str, str], str] = {}       # (configuration, test or "" for the case) -> entry
         for key, raw_known in v["known_failures"].items():
             where = f"{name}.known_failures.{key}"
             kf = check_entry(path, where, raw_known, MODEL_KNOWN_FAILURE_FIELDS)
+            known = KnownFailure.from_entry(kf)
             for config_id in kf["configs"] or [key]:      # the key is the configuration, unless configs lists them
-                if config_id in known_here:
-                    raise DataFileError(path, where, "configs", f"configuration {config_id!r} already has a known "
-                                        f"failure on model {name!r}, in entry {entry_of[config_id]!r}; one entry "
-                                        "per configuration")
-                known_here[config_id], entry_of[config_id] = KnownFailure.from_entry(kf), key
+                for test in known.tests or ("",):       # entries of one configuration name tests of their own
+                    if (config_id, test) in entry_of:
+                        what = f"test {test!r} of configuration {config_id!r}" if test else f"configuration {config_id!r}"
+                        raise DataFileError(path, where, "configs", f"{what} already has a known failure on model "
+                                            f"{name!r}, in entry {entry_of[config_id, test]!r}; one entry per test")
+                    entry_of[config_id, test] = key
+                known_here[config_id] = known_here.get(config_id, ()) + (known,)
         models[name] = ModelSpec(
             name=name, source=v["source"], family=family_name, path=v["path"],
             description=v["description"], height=v["height"], width=v["width"], steps=v["steps"],
@@ -226,6 +232,7 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             configs=tuple(v["configs"]) if v["configs"] is not None else None,
             latency_rounds=v["latency_rounds"], cpu_float32=tuple(v["cpu_float32"]),
             latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"], call=dict(v["call"]),
+            lora_strength=v["lora_strength"],
             known_failures=known_here)
     if not models:
         raise DataFileError(path, None, None, "defines no model")
@@ -356,6 +363,10 @@ DEFAULTS_FIELDS = [
           check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
     Field("latency_yardstick", list, item_kind=str, required=False, default=list, choices=DEVICES, check=_unique),
     Field("paths", list, item_kind=str, required=False, default=list, check=_paths_problem),
+    Field("lora_moved_ssim_max", float, required=False, default=0.99,
+          check=lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
+    Field("lora_fused_ssim_min", float, required=False, default=0.99,
+          check=lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
 ]
 
 
@@ -464,18 +475,18 @@ class Case:
     def known_failure(self) -> KnownFailure | None:
         """How the case is expected to fail as a whole (its load or first call): the model's own entry
         for the configuration (models.toml known_failures), else the configuration's (matrix.toml
-        known_failure); None where that entry names one test."""
-        known = self._known()
-        return known if known is not None and not known.tests else None
+        known_failure), of those that name no test; None if none does."""
+        return next((k for k in self._known() if not k.tests), None)
 
     def known_test_failure(self, test: str) -> KnownFailure | None:
         """The known failure of `test` of the case (an entry whose `test` names it)."""
-        known = self._known()
-        return known if known is not None and test in known.tests else None
+        return next((k for k in self._known() if test in k.tests), None)
 
-    def _known(self) -> KnownFailure | None:
-        known = self.model.known_failures.get(self.config.id) or self.config.known_failure
-        return known if known is not None and (not known.devices or self.device in known.devices) else None
+    def _known(self) -> list[KnownFailure]:
+        """The model's entry for the configuration, then the configuration's own, where they hold on
+        this device (both may name tests of their own: quanto's pipeline round trip, FLUX's LoRA)."""
+        entries = (*self.model.known_failures.get(self.config.id, ()), self.config.known_failure)
+        return [k for k in entries if k is not None and (not k.devices or self.device in k.devices)]
 
     @property
     def components(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ __all__ = ["RegressionPath", "names", "path"]
 
 BUILT_IN = {
     "roundtrip": "quantgate.paths.roundtrip:RoundTrip",
+    "lora": "quantgate.paths.lora:Lora",
 }
 ENTRY_POINT_GROUP = "quantgate.paths"
 

@@ -170,6 +170,8 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
     pairs += [(name.replace("_", " "), b.memory.get(name), c.memory.get(name)) for name in MEMORY_FIGURES]
     pairs.append(("round trip's checkpoint on disk", (b.paths.get("roundtrip") or {}).get("disk_bytes"),
                   (c.paths.get("roundtrip") or {}).get("disk_bytes")))
+    pairs.append(("LoRA adapter's weight bytes", (b.paths.get("lora") or {}).get("adapter_bytes"),
+                  (c.paths.get("lora") or {}).get("adapter_bytes")))
     for name, x, y in pairs:
         if x and y and y > x * (1 + grow):
             out.append(Finding(case, "memory", f"{name} grew more than {grow:.0%}", f"{x:,}", f"{y:,}", _pct(x, y)))

@@ -223,20 +223,50 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
         ]
         for r in trips:
             t = r.paths["roundtrip"]
-            sims = (t.get("similarity") or {}).values()
-            images = ("-" if not sims else "identical" if all(v.get("identical") for v in sims)
-                      else "SSIM " + _fmt(min(v.get("ssim", 1.0) for v in sims), ".4f"))
+            images = _same(t.get("similarity"))
             held = {c: v["bytes"] for c, v in (t.get("components") or {}).items() if c in r.components}
             same = all(r.weights.get(c, {}).get("bytes") == b for c, b in held.items())
             lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
                 r.case, images, ("same" if same else "differ: " + _fmt(sum(held.values()), ",")) if held else "-",
                 _fmt(sum((t.get("files") or {}).values()), ","), _fmt(t.get("disk_bytes"), ","),
                 _fmt(t.get("save_s"), ".2f"), _fmt(t.get("load_s"), ".2f")))
+    loras = [r for r in records if r.paths.get("lora")]
+    if loras:
+        lines += [
+            "",
+            "## LoRA",
+            "",
+            "A synthetic rank-4 LoRA on the denoiser's attention projections, loaded onto the quantized pipeline "
+            "(quantgate.paths.lora): the lowest SSIM of its images against the fresh load's (how far it moves "
+            "them), whether weight 0, unloading and unfusing give back the images they should, and the bytes "
+            "the adapter adds.",
+            "",
+            "| case | moved to SSIM | weight 0 | unloaded | fuse, unfuse | adapter bytes |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in loras:
+            t = r.paths["lora"]
+            moved = [v.get("ssim", 1.0) for v in (t.get("similarity_lora") or {}).values()]
+            fuse = (t.get("errors") or {}).get("fuse")
+            lines.append("| {} | {} | {} | {} | {} | {} |".format(
+                r.case, _fmt(min(moved), ".4f") if moved else "-", _same(t.get("similarity_weight_zero")),
+                _same(t.get("similarity_unloaded")),
+                "fails: " + fuse.split(":")[0] if fuse else _same(t.get("similarity_unfused_to_lora")),
+                _fmt(t.get("adapter_bytes"), ",")))
     errors = [r for r in records if r.error]
     if errors:
         lines += ["", "## Failures", ""]
         lines += [f"- **{r.case}** ({r.status}): {r.error.splitlines()[0]}" for r in errors]
     return "\n".join(lines) + "\n"
+
+
+def _same(similarity: dict | None) -> str:
+    """'identical', the lowest SSIM where an image differs, or '-' where the check did not run."""
+    if not similarity:
+        return "-"
+    if all(v.get("identical") for v in similarity.values()):
+        return "identical"
+    return "SSIM " + _fmt(min(v.get("ssim", 1.0) for v in similarity.values()), ".4f")
 
 
 def write_results(folder: Path, records: list[CaseRecord], environment: dict, started: str,

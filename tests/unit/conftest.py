@@ -101,7 +101,7 @@ def run_gate(pytester, shared_cache, tmp_path):
 UNCHANGED_CONFIGS = ("bf16", "torchao-int8wo", "quanto-int8")
 # the CPU tier without the regression paths, which tests/unit/test_paths.py takes on its own: the
 # runs here test other parts of the gate, with counts of their tests
-CPU_TIER = "not gpu and not roundtrip"
+CPU_TIER = "not gpu and not roundtrip and not lora"
 
 
 def latency_gated_here() -> bool:
@@ -277,6 +277,17 @@ class Planted(CaseSession):
             return classes[name][1].from_pretrained(self.model_dir, subfolder=name, dtype=torch.bfloat16)
         return super().load_saved_component(name, folder)
 
+    def run_path(self, name, folder):
+        if "lora-ignored" in faults_of(self.case) and self.pipe is not None:
+            load = self.pipe.load_lora_weights
+
+            def loaded_but_ignored(*args, **kwargs):     # the adapter is there, its scale silently 0
+                load(*args, **kwargs)
+                self.pipe.set_adapters([kwargs["adapter_name"]], adapter_weights=[0.0])
+
+            self.pipe.load_lora_weights = loaded_but_ignored
+        return super().run_path(name, folder)
+
     def generate(self):
         out = super().generate()
         if "drift" in faults_of(self.case):      # images drift: noise of 8 grey levels
@@ -299,3 +310,28 @@ def planted(tmp_path):
         return {"PYTHONPATH": str(tmp_path), "QG_PLANTED": ",".join(faults)}
 
     return env
+
+
+def planted_path_run(root: Path, shared_cache: Path, path_name: str, configs: tuple[str, ...], faults: str,
+                     models_toml_extra: str = "") -> tuple[str, dict, str]:
+    """One gate run of regression path `path_name`'s tests alone on tiny-flux's `configs`, with the
+    planted session and QG_PLANTED=`faults` (and `models_toml_extra` added to models.toml): its
+    stdout, its records by configuration and its results.md."""
+    import json
+    import os
+
+    (root / "planted_sessions.py").write_text(PLANTED)
+    fixtures, baselines = harness_dirs()
+    models = fixtures / "models.toml"
+    models.write_text(models.read_text() + models_toml_extra)
+    out = root / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-rfExX", "--benchmark-disable",
+         "-m", f"not gpu and {path_name}", "--qg-cache-dir", str(shared_cache), "--qg-fixtures", str(fixtures),
+         "--qg-baselines", str(baselines), "--qg-results-dir", str(out), "--qg-no-report",
+         "--qg-case-session", "planted_sessions:Planted", "--qg-model", "tiny-flux",
+         *[a for c in configs for a in ("--qg-config", c)]],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(root), "QG_PLANTED": faults})
+    records = {c["config"]: c for c in json.loads((out / "results.json").read_text())["cases"]}
+    return done.stdout, records, (out / "results.md").read_text()

@@ -119,12 +119,24 @@ def test_a_known_failure_may_hold_on_one_device_only():
     assert cases["tiny-wan-torchao-float8wo-cuda"].known_test_failure(images) is None
 
 
-def test_a_configuration_in_two_known_failure_entries_of_a_model_is_refused(all_fixtures_copy):
+def test_two_known_failure_entries_of_a_model_for_one_test_are_refused(all_fixtures_copy):
     load = _models_with(all_fixtures_copy, '[tiny-wan.known_failures.bnb-4bit-sharded-reload]\nconfigs = ["bnb-nf4", ',
                         '[tiny-wan.known_failures.bnb-4bit-sharded-reload]\nconfigs = ["quanto-int8", "bnb-nf4", ')
-    with pytest.raises(DataFileError, match=r"tiny-wan.known_failures.quanto-int8.*'configs'.*configuration 'quanto-int8' "
-                                            r"already has a known failure on model 'tiny-wan', in entry 'bnb-4bit-sharded-reload'"):
+    with pytest.raises(DataFileError, match=r"tiny-wan.known_failures.quanto-int8.*'configs'.*test "
+                                            r"'test_saved_checkpoint_reloads_quantized_as_it_was_saved' of configuration "
+                                            r"'quanto-int8' already has a known failure on model 'tiny-wan', in entry "
+                                            r"'bnb-4bit-sharded-reload'"):
         load()
+
+
+def test_entries_for_other_tests_of_one_configuration_all_hold():
+    """tiny-flux's quanto int8 fails its LoRA tests (models.toml) and its fuse test (matrix.toml)."""
+    models = load_models(REPO / "fixtures")
+    cases = {c.id: c for c in build_cases(models, load_matrix(REPO / "fixtures", models))}
+    case = cases["tiny-flux-quanto-int8-cpu"]
+    assert "KeyError" in case.known_test_failure("test_lora_loads_onto_the_quantized_pipeline_and_moves_its_images").match[0]
+    assert cases["tiny-wan-quanto-int8-cpu"].known_test_failure("test_saved_checkpoint_reloads_quantized_as_it_was_saved")
+    assert cases["tiny-wan-quanto-int8-cpu"].known_test_failure("test_lora_fuses_into_the_weights_and_unfuses")
 
 
 @pytest.mark.parametrize("match", ["[]", '[""]', "3", '["a", 3]'])

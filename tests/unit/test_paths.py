@@ -2,7 +2,6 @@
 its tests carry its marker, and a planted regression of it fails the right test with a clear
 message. The round trip: a checkpoint that no longer reloads, and one that reloads dequantized."""
 
-import json
 import re
 
 import pytest
@@ -28,8 +27,8 @@ def test_every_quantized_configuration_takes_the_round_trip_but_gguf_and_the_ref
 
 def test_an_unknown_path_is_refused_with_the_registered_ones(fixtures_copy):
     matrix = fixtures_copy / "matrix.toml"
-    matrix.write_text(matrix.read_text().replace('paths = ["roundtrip"]', 'paths = ["round-trip"]', 1))
-    with pytest.raises(DataFileError, match=r"field 'paths': unknown regression path 'round-trip' \(registered: roundtrip"):
+    matrix.write_text(matrix.read_text().replace('paths = ["lora", "roundtrip"]', 'paths = ["lora", "round-trip"]', 1))
+    with pytest.raises(DataFileError, match=r"field 'paths': unknown regression path 'round-trip' \(registered: lora, roundtrip"):
         load_matrix(fixtures_copy, load_models(fixtures_copy))
 
 
@@ -47,29 +46,11 @@ def planted_round_trips(tmp_path_factory, shared_cache):
     short before the reload (what a release that cannot read them meets), quanto int8's reader
     hands its transformer back in BF16, torchao float8 is left alone; quanto float8's files are cut
     short too, under a known failure of both round-trip tests that names the reader's error."""
-    import os
-    import subprocess
-    import sys
+    from .conftest import planted_path_run
 
-    from .conftest import GATE_TESTS, PLANTED, harness_dirs
-
-    root = tmp_path_factory.mktemp("paths")
-    (root / "planted_sessions.py").write_text(PLANTED)
-    fixtures, baselines = harness_dirs()
-    models = fixtures / "models.toml"
-    models.write_text(models.read_text() + KNOWN_UNREADABLE)
-    out = root / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-rfExX", "--benchmark-disable",
-         "-m", "not gpu and roundtrip", "--qg-cache-dir", str(shared_cache), "--qg-fixtures", str(fixtures),
-         "--qg-baselines", str(baselines), "--qg-results-dir", str(out), "--qg-no-report",
-         "--qg-case-session", "planted_sessions:Planted", "--qg-model", "tiny-flux",
-         *[a for c in ("torchao-int8wo", "quanto-int8", "torchao-float8wo", "quanto-float8") for a in ("--qg-config", c)]],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(root),
-             "QG_PLANTED": "torchao-int8wo=unreadable,quanto-int8=dequantize,quanto-float8=unreadable"})
-    records = {c["config"]: c for c in json.loads((out / "results.json").read_text())["cases"]}
-    return done.stdout, records, (out / "results.md").read_text()
+    return planted_path_run(tmp_path_factory.mktemp("paths"), shared_cache, "roundtrip",
+                            ("torchao-int8wo", "quanto-int8", "torchao-float8wo", "quanto-float8"),
+                            "torchao-int8wo=unreadable,quanto-int8=dequantize,quanto-float8=unreadable", KNOWN_UNREADABLE)
 
 
 def _failure(stdout: str, test: str, config: str) -> str:

@@ -1,0 +1,67 @@
+"""The LoRA path (quantgate.paths.lora): its synthetic LoRA is deterministic and in the format
+diffusers reads; on the gate, a LoRA that is loaded but silently not applied fails the test that
+says so, and an unchanged one passes and is recorded."""
+
+import pytest
+
+from quantgate.matrix import build_cases, load_matrix, load_models
+from quantgate.paths.lora import RANK, TARGETS, lora_state_dict
+
+from .conftest import REPO
+
+
+def test_every_configuration_but_the_reference_takes_the_lora_path_before_the_round_trip():
+    models = load_models(REPO / "fixtures")
+    for case in build_cases(models, load_matrix(REPO / "fixtures", models)):
+        if case.config.is_reference:
+            assert case.config.paths == (), case.id
+        else:
+            assert case.config.paths[0] == "lora", case.id
+
+
+def test_the_synthetic_lora_is_the_same_every_time_and_in_diffusers_layout():
+    import torch
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.to_q, self.to_k, self.to_v = (torch.nn.Linear(8, 8) for _ in range(3))
+            self.to_out = torch.nn.ModuleList([torch.nn.Linear(8, 12)])
+            self.proj = torch.nn.Linear(8, 8)              # not an attention projection: no LoRA
+
+    tree = torch.nn.ModuleDict({"block": Attention()})
+    first, again = lora_state_dict(tree, "transformer"), lora_state_dict(tree, "transformer")
+    assert sorted(first) == sorted(f"transformer.block.{t}.lora_{ab}.weight" for t in TARGETS for ab in "AB")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert first["transformer.block.to_out.0.lora_A.weight"].shape == (RANK, 8)
+    assert first["transformer.block.to_out.0.lora_B.weight"].shape == (12, RANK)
+    with pytest.raises(ValueError, match="has no attention projection"):
+        lora_state_dict(torch.nn.Linear(4, 4), "transformer")
+
+
+@pytest.fixture(scope="module")
+def planted_loras(tmp_path_factory, shared_cache):
+    """One run of the LoRA path alone on two tiny-flux cases: torchao int8's LoRA is loaded but its
+    scale silently set to 0 (a loader that drops it), torchao float8's is left alone."""
+    from .conftest import planted_path_run
+
+    return planted_path_run(tmp_path_factory.mktemp("lora"), shared_cache, "lora", ("torchao-int8wo", "torchao-float8wo"),
+                            "torchao-int8wo=lora-ignored")
+
+
+def test_a_lora_that_is_silently_not_applied_fails_with_the_figure(planted_loras):
+    stdout, _, _ = planted_loras
+    node = "test_lora_loads_onto_the_quantized_pipeline_and_moves_its_images[tiny-flux-torchao-int8wo-cpu]"
+    assert any(line.startswith("FAILED") and node in line for line in stdout.splitlines()), stdout[-3000:]
+    assert ("with the LoRA loaded the images are at SSIM 1.0000 of the fresh load's, above the" in stdout
+            and "the LoRA is not applied" in stdout)
+
+
+def test_an_applied_lora_passes_and_is_recorded(planted_loras):
+    stdout, records, md = planted_loras
+    assert "float8wo" not in "".join(line for line in stdout.splitlines() if line.startswith("FAILED"))
+    tests = records["torchao-float8wo"]["tests"]
+    assert set(tests.values()) == {"passed"} and len(tests) == 3, tests
+    lora = records["torchao-float8wo"]["paths"]["lora"]
+    assert lora["adapter_bytes"] == 81_920 and lora["unloaded_bytes"] == 0     # rank-4 A and B of every attention projection, in BF16
+    assert "| tiny-flux-torchao-float8wo-cpu | 0.9" in md.split("## LoRA")[1]
