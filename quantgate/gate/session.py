@@ -606,8 +606,8 @@ class GateSession:
         is not the same go into the case's record."""
         figures, differ = self._path_similarity(case, name, step, against, ssim_min)
         what = f"the {name} path's images" + (f" ({step})" if step else "")
-        rule = f"within SSIM {ssim_min} of" if ssim_min is not None else ""
-        assert not differ, f"{what} are not {rule + ' ' if rule else ''}{_source(name, against)}:\n  " + "\n  ".join(differ)
+        rule = f"within SSIM {ssim_min} of " if ssim_min is not None else ""
+        assert not differ, f"{what} are not {rule}{_source(name, against)}:\n  " + "\n  ".join(differ)
 
     def path_moved_ssim(self, case: Case, name: str, step: str) -> float:
         """The lowest SSIM of path `name`'s `step` images against the fresh load's (1.0: unmoved);

@@ -7,8 +7,8 @@ load of the case (quantgate.case.runner). LoRA on quantized models broke on
 quanto fp8 (diffusers 0.32.0), bnb 4-bit Control LoRA and torchao int8 weight-only.
 
 The LoRA is the same for every configuration of a model: rank 4 on every attention projection of
-the denoiser (to_q, to_k, to_v, to_out.0), drawn from a generator seeded by nothing but the layer
-names and shapes, so it needs no weights but the module tree's shapes.
+the denoiser (to_q, to_k, to_v, to_out.0), drawn in the layers' sorted order from a generator with a
+fixed seed, so it needs nothing of the weights but the module tree's names and shapes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SEED = 16
 # layer's weights have (1 / sqrt(3 in))
 
 
-def lora_state_dict(denoiser, prefix: str, strength: float = 0.5) -> dict:
+def lora_state_dict(denoiser, prefix: str, strength: float) -> dict:
     """The synthetic LoRA of `denoiser` (a module tree), keyed as diffusers writes a LoRA:
     `<prefix>.<layer>.lora_A.weight` (rank x in) and `...lora_B.weight` (out x rank), in BF16."""
     import torch

@@ -185,18 +185,13 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
             _fmt(latency_ratio(r, refs.get(r.case)), ".2f"), _fmt(r.load_s, ".2f")))
     gpu = [r for r in records if r.memory]
     if gpu:
-        lines += [
-            "",
-            "## GPU memory and time",
-            "",
+        lines += _table_section(
+            "GPU memory and time",
             "CUDA caching-allocator figures in GiB, read in the case's own process: peaks are reset when a "
             "phase starts (load: from_pretrained to placed on the device; inference: the model's images) "
             "and read after a synchronize. Image s is one full pipeline call (text encoders, denoising, VAE).",
-            "",
-            "| case | weight GiB | after load alloc / reserved | peak load alloc / reserved | "
-            "peak inference alloc / reserved | step ms | image s | load s |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+            ("case", "weight GiB", "after load alloc / reserved", "peak load alloc / reserved",
+             "peak inference alloc / reserved", "step ms", "image s", "load s"))
         for r in gpu:
             m = r.memory
             pair = lambda a, b: f"{_fmt(_gib(m.get(a)), '.4f')} / {_fmt(_gib(m.get(b)), '.4f')}"
@@ -210,17 +205,12 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
                 _fmt(r.load_s, ".2f")))
     trips = [r for r in records if r.paths.get("roundtrip")]
     if trips:
-        lines += [
-            "",
-            "## Round trip",
-            "",
+        lines += _table_section(
+            "Round trip",
             "The quantized components saved as sharded safetensors and loaded back (quantgate.paths.roundtrip): "
             "images against the fresh load's, weight bytes against the fresh load's, the files written, and "
             "the seconds to save and to load back.",
-            "",
-            "| case | images | weight bytes | files | on disk | save s | load s |",
-            "|---|---|---|---|---|---|---|",
-        ]
+            ("case", "images", "weight bytes", "files", "on disk", "save s", "load s"))
         for r in trips:
             t = r.paths["roundtrip"]
             images = _same(t.get("similarity"))
@@ -232,18 +222,13 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
                 _fmt(t.get("save_s"), ".2f"), _fmt(t.get("load_s"), ".2f")))
     loras = [r for r in records if r.paths.get("lora")]
     if loras:
-        lines += [
-            "",
-            "## LoRA",
-            "",
+        lines += _table_section(
+            "LoRA",
             "A synthetic rank-4 LoRA on the denoiser's attention projections, loaded onto the quantized pipeline "
             "(quantgate.paths.lora): the lowest SSIM of its images against the fresh load's (how far it moves "
             "them), whether weight 0, unloading and unfusing give back the images they should, and the bytes "
             "the adapter adds.",
-            "",
-            "| case | moved to SSIM | weight 0 | unloaded | fuse, unfuse | adapter bytes |",
-            "|---|---|---|---|---|---|",
-        ]
+            ("case", "moved to SSIM", "weight 0", "unloaded", "fuse, unfuse", "adapter bytes"))
         for r in loras:
             t = r.paths["lora"]
             moved = [v.get("ssim", 1.0) for v in (t.get("similarity_lora") or {}).values()]
@@ -258,6 +243,11 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
         lines += ["", "## Failures", ""]
         lines += [f"- **{r.case}** ({r.status}): {r.error.splitlines()[0]}" for r in errors]
     return "\n".join(lines) + "\n"
+
+
+def _table_section(title: str, text: str, columns: tuple[str, ...]) -> list[str]:
+    """The lines that open a results.md section of one table: its heading, what it shows, its header."""
+    return ["", f"## {title}", "", text, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def _same(similarity: dict | None) -> str:

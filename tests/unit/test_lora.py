@@ -30,13 +30,13 @@ def test_the_synthetic_lora_is_the_same_every_time_and_in_diffusers_layout():
             self.proj = torch.nn.Linear(8, 8)              # not an attention projection: no LoRA
 
     tree = torch.nn.ModuleDict({"block": Attention()})
-    first, again = lora_state_dict(tree, "transformer"), lora_state_dict(tree, "transformer")
+    first, again = lora_state_dict(tree, "transformer", 0.5), lora_state_dict(tree, "transformer", 0.5)
     assert sorted(first) == sorted(f"transformer.block.{t}.lora_{ab}.weight" for t in TARGETS for ab in "AB")
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert first["transformer.block.to_out.0.lora_A.weight"].shape == (RANK, 8)
     assert first["transformer.block.to_out.0.lora_B.weight"].shape == (12, RANK)
     with pytest.raises(ValueError, match="has no attention projection"):
-        lora_state_dict(torch.nn.Linear(4, 4), "transformer")
+        lora_state_dict(torch.nn.Linear(4, 4), "transformer", 0.5)
 
 
 @pytest.fixture(scope="module")
