@@ -237,16 +237,17 @@ class CaseSession:
     def _call_kwargs(self) -> dict:
         return self.family.call_kwargs(self.case.model)
 
-    def generate(self) -> dict:
-        """8-bit RGB images for every (prompt, seed) of the model: {key: array}; a video's frames side
-        by side in one image (quantgate.families.strip)."""
+    def generate(self, for_path: bool = False) -> dict:
+        """8-bit RGB images for every (prompt, seed) of the model, or (`for_path`) those a regression
+        path makes (ModelSpec.path_images_pairs): {key: array}; a video's frames side by side in one
+        image (quantgate.families.strip)."""
         import torch
 
         from quantgate.families import strip
 
         images, seconds = {}, []
         with CudaPhase(self.case.device, "inference", self.memory):
-            for prompt, seed in self.case.model.images():
+            for prompt, seed in (self.case.model.path_images_pairs() if for_path else self.case.model.images()):
                 started = time.perf_counter()
                 out = self.family.output_frames(
                     self.pipe(prompt.text, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",

@@ -15,6 +15,8 @@ import pytest
 from quantgate.gate.session import AFTER_CASE, GateSession
 from quantgate.matrix import MARKERS, Case
 
+PATHS_MARKER = "paths"     # -m "not paths": the gate without its regression paths
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("quantgate", "quantgate: regression gate for quantized diffusion pipelines")
@@ -69,6 +71,7 @@ def pytest_configure(config):
 
     for name in path_names():
         config.addinivalue_line("markers", f"{name}: the {name} regression path ({path(name).description})")
+    config.addinivalue_line("markers", f"{PATHS_MARKER}: every regression path's tests (each also carries its path's name)")
     config.addinivalue_line("markers", f"{AFTER_CASE}: runs after every other test of its case (closes the case)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")       # no hub at test time, in every case process
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -86,6 +89,14 @@ def pytest_configure(config):
     elif is_controller(config) and config.option.dist == "load":
         config.option.dist = "loadgroup"   # all tests of a case on one worker (xdist_group per case)
     config.pluginmanager.register(GateSession(config), "quantgate-session")
+
+
+def pytest_itemcollected(item):
+    """A regression path's test (marked with its path's name) also carries PATHS_MARKER, before -m selects."""
+    from quantgate.paths import names as path_names
+
+    if any(item.get_closest_marker(name) for name in path_names()):
+        item.add_marker(PATHS_MARKER)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -624,7 +624,7 @@ class GateSession:
         made = taken[step] if step else taken
         base = taken[against] if against else self.images(case)
         figures, differ = {}, []
-        for prompt, seed in case.model.images():
+        for prompt, seed in case.model.path_images_pairs():
             key = image_key(prompt.id, seed)
             if np.array_equal(base[key], made[key]):
                 figures[key] = {"identical": True}

@@ -79,6 +79,7 @@ class ModelSpec:
     latency_steps: int | None = None            # denoising steps of a timed call (default: steps)
     cpu_threads: int | None = None              # torch threads of a case's process on a CPU (default: torch's)
     lora_strength: float = 0.5                  # scale of the lora path's synthetic LoRA (quantgate.paths.lora)
+    path_images: int = 1                        # images a regression path makes at each step: the first pairs of images()
     call: dict = field(default_factory=dict, compare=False)  # the family's free call arguments (num_frames, ...)
     known_failures: dict = field(default_factory=dict, compare=False)  # configuration id -> its KnownFailures here
 
@@ -108,6 +109,12 @@ class ModelSpec:
     def images(self) -> list[tuple[Prompt, int]]:
         """Every (prompt, seed) pair the model is judged on, in a fixed order."""
         return [(p, s) for p in self.prompts for s in self.seeds]
+
+    def path_images_pairs(self) -> list[tuple[Prompt, int]]:
+        """The (prompt, seed) pairs a regression path makes images of at each of its steps: the first
+        path_images of images(). One image shows a reload or an unloaded LoRA identical or not, and
+        a path's steps make several sets: all of them would double the paths' time on a tiny model."""
+        return self.images()[:self.path_images]
 
 
 def _components_problem(value: list, roles: bool = True) -> str | None:
@@ -168,6 +175,7 @@ MODEL_FIELDS = [
     Field("latency_steps", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("cpu_threads", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("lora_strength", float, required=False, default=0.5, check=lambda v: None if v > 0 else "must be positive"),
+    Field("path_images", int, required=False, default=1, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("call", dict, required=False, default=dict),
     Field("known_failures", dict, required=False, default=dict),
 ]
@@ -232,7 +240,7 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             configs=tuple(v["configs"]) if v["configs"] is not None else None,
             latency_rounds=v["latency_rounds"], cpu_float32=tuple(v["cpu_float32"]),
             latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"], call=dict(v["call"]),
-            lora_strength=v["lora_strength"],
+            lora_strength=v["lora_strength"], path_images=v["path_images"],
             known_failures=known_here)
     if not models:
         raise DataFileError(path, None, None, "defines no model")

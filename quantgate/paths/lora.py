@@ -75,21 +75,21 @@ class Lora(RegressionPath):
             with CudaPhase(session.case.device, "adapter", memory):
                 pipe.load_lora_weights(str(folder / "lora"), weight_name=FILE, adapter_name=ADAPTER)
             figures["adapter_bytes"] = weight_bytes(getattr(pipe, denoiser)).bytes - before
-            images["lora"] = session.generate()["images"]
+            images["lora"] = session.generate(for_path=True)["images"]
             pipe.set_adapters([ADAPTER], adapter_weights=[0.0])
-            images["weight_zero"] = session.generate()["images"]
+            images["weight_zero"] = session.generate(for_path=True)["images"]
             pipe.unload_lora_weights()
-            images["unloaded"] = session.generate()["images"]
+            images["unloaded"] = session.generate(for_path=True)["images"]
             figures["unloaded_bytes"] = weight_bytes(getattr(pipe, denoiser)).bytes - before
             # last, since fusing writes into the (quantized) base weights: load it again, fuse, unfuse
             pipe.load_lora_weights(str(folder / "lora"), weight_name=FILE, adapter_name=ADAPTER)
             try:
                 pipe.fuse_lora(components=[denoiser], lora_scale=1.0, adapter_names=[ADAPTER])
-                images["fused"] = session.generate()["images"]
+                images["fused"] = session.generate(for_path=True)["images"]
                 pipe.unfuse_lora(components=[denoiser])
-                images["unfused"] = session.generate()["images"]      # the adapter computes again
+                images["unfused"] = session.generate(for_path=True)["images"]      # the adapter computes again
                 pipe.unload_lora_weights()
-                images["unfused_unloaded"] = session.generate()["images"]   # the base weights, given back
+                images["unfused_unloaded"] = session.generate(for_path=True)["images"]   # the base weights, given back
             except Exception as exc:  # noqa: BLE001 (the backend's refusal is the finding: its test reports it)
                 figures["errors"]["fuse"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         finally:

@@ -47,7 +47,7 @@ class RoundTrip(RegressionPath):
             session.finish(pipe_cls.from_pretrained(session.model_dir, dtype=torch.bfloat16, **parts))
         load_s = time.perf_counter() - started
         components = session.weights()          # counted once loaded, as the fresh load's are
-        made = session.generate()
+        made = session.generate(for_path=True)
         memory.update({k: v for k, v in made["memory"].items() if "inference" in k})
         return {
             "save_s": save_s, "load_s": load_s, "memory": memory, "components": components,

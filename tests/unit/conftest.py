@@ -89,7 +89,7 @@ def run_gate(pytester, shared_cache, tmp_path):
         results = tmp_path / f"results-{len(list(tmp_path.glob('results-*')))}"
         run.results_dirs.append(results)
         return pytester.runpytest_subprocess(
-            str(GATE_TESTS), "-p", "no:cacheprovider", "--benchmark-disable", "-m", CPU_TIER,
+            str(GATE_TESTS), "-p", "no:cacheprovider", *NO_PLUGINS, "--benchmark-disable", "-m", CPU_TIER,
             "--qg-fixtures", str(fixtures or harness_dirs()[0]),
             "--qg-baselines", str(baselines or harness_dirs()[1]),
             "--qg-cache-dir", str(shared_cache), "--qg-results-dir", str(results), "--qg-no-report", *args)
@@ -101,7 +101,9 @@ def run_gate(pytester, shared_cache, tmp_path):
 UNCHANGED_CONFIGS = ("bf16", "torchao-int8wo", "quanto-int8")
 # the CPU tier without the regression paths, which tests/unit/test_paths.py takes on its own: the
 # runs here test other parts of the gate, with counts of their tests
-CPU_TIER = "not gpu and not roundtrip and not lora"
+CPU_TIER = "not gpu and not paths"
+# plugins a gate run here has no use for: hypothesis's takes about 1.2 s of each run's start
+NO_PLUGINS = ("-p", "no:hypothesispytest")
 
 
 def latency_gated_here() -> bool:
@@ -139,7 +141,7 @@ def gate_run(out: Path, cache: Path, planted: dict | None = None,
     latency_rounds timed calls a case), its results in `out`; `planted` = {config: faults} runs it with
     planted faults, `fixtures` with other fixtures than the repository's."""
     env = dict(os.environ)
-    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-m", CPU_TIER,
+    args = [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", *NO_PLUGINS, "-q", "-m", CPU_TIER,
             "--qg-fixtures", str(fixtures or harness_dirs()[0]), "--qg-baselines", str(harness_dirs()[1]),
             "--qg-cache-dir", str(cache), "--qg-results-dir", str(out), "--benchmark-enable", "--qg-no-report",
             "--qg-unused-baselines=fail",
@@ -265,6 +267,11 @@ class Planted(CaseSession):
 
         self.pipe.transformer.forward = slower
 
+    def denoise(self):
+        if "first-call" in faults_of(self.case):     # loads, then breaks at its first call (as quanto int4 on Wan)
+            raise RuntimeError("planted: the first denoising call breaks")
+        return super().denoise()
+
     def load_saved_component(self, name, folder):
         fault = faults_of(self.case)
         if "unreadable" in fault:      # what a release that cannot read the saved files meets: cut them short
@@ -288,8 +295,8 @@ class Planted(CaseSession):
             self.pipe.load_lora_weights = loaded_but_ignored
         return super().run_path(name, folder)
 
-    def generate(self):
-        out = super().generate()
+    def generate(self, *args, **kwargs):
+        out = super().generate(*args, **kwargs)
         if "drift" in faults_of(self.case):      # images drift: noise of 8 grey levels
             import numpy as np
 
@@ -312,24 +319,47 @@ def planted(tmp_path):
     return env
 
 
-def planted_path_run(root: Path, shared_cache: Path, path_name: str, configs: tuple[str, ...], faults: str,
+PATH_KNOWN_UNREADABLE = """
+[tiny-flux.known_failures.quanto-float8]
+test = ["test_saved_checkpoint_reloads_quantized_as_it_was_saved", "test_reloaded_checkpoint_makes_the_fresh_loads_images"]
+match = "Unable to load weights from checkpoint file"
+reason = "planted: its saved files are cut short"
+"""
+
+
+@pytest.fixture(scope="session")
+def planted_paths(tmp_path_factory, shared_cache):
+    """One run of the regression paths' tests alone (-m paths) on four tiny-flux cases, with planted
+    regressions: torchao int8's LoRA is loaded but its scale silently set to 0 (a loader that drops
+    it), and its saved files are cut short before the reload (what a release that cannot read them
+    meets); quanto int8's reader hands its transformer back in BF16; quanto float8's files are cut
+    short too, under a known failure of both round-trip tests that names the reader's error;
+    torchao float8 is left alone. (quanto's LoRA on FLUX is a known failure of the matrix.)"""
+    return planted_path_run(tmp_path_factory.mktemp("paths"), shared_cache, "paths",
+                            ("torchao-int8wo", "quanto-int8", "torchao-float8wo", "quanto-float8"),
+                            "torchao-int8wo=unreadable+lora-ignored,quanto-int8=dequantize,quanto-float8=unreadable",
+                            PATH_KNOWN_UNREADABLE)
+
+
+def planted_path_run(root: Path, shared_cache: Path, selection: str, configs: tuple[str, ...], faults: str,
                      models_toml_extra: str = "") -> tuple[str, dict, str]:
-    """One gate run of regression path `path_name`'s tests alone on tiny-flux's `configs`, with the
-    planted session and QG_PLANTED=`faults` (and `models_toml_extra` added to models.toml): its
-    stdout, its records by configuration and its results.md."""
+    """One gate run of the tests marked `selection` (a path's name, or `paths` for all) on tiny-flux's
+    `configs`, with the planted session and QG_PLANTED=`faults` (and `models_toml_extra` added to a
+    copy of models.toml): its stdout, its records by configuration and its results.md."""
     import json
     import os
 
     (root / "planted_sessions.py").write_text(PLANTED)
-    fixtures, baselines = harness_dirs()
+    fixtures = root / "fixtures"
+    shutil.copytree(harness_dirs()[0], fixtures)
     models = fixtures / "models.toml"
     models.write_text(models.read_text() + models_toml_extra)
     out = root / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", "-q", "-rfExX", "--benchmark-disable",
-         "-m", f"not gpu and {path_name}", "--qg-cache-dir", str(shared_cache), "--qg-fixtures", str(fixtures),
-         "--qg-baselines", str(baselines), "--qg-results-dir", str(out), "--qg-no-report",
-         "--qg-case-session", "planted_sessions:Planted", "--qg-model", "tiny-flux",
+        [sys.executable, "-m", "pytest", str(GATE_TESTS), "-p", "no:cacheprovider", *NO_PLUGINS, "-q", "-rfExX",
+         "--benchmark-disable", "-m", f"not gpu and {selection}", "--qg-cache-dir", str(shared_cache),
+         "--qg-fixtures", str(fixtures), "--qg-baselines", str(harness_dirs()[1]), "--qg-results-dir", str(out),
+         "--qg-no-report", "--qg-case-session", "planted_sessions:Planted", "--qg-model", "tiny-flux",
          *[a for c in configs for a in ("--qg-config", c)]],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(root), "QG_PLANTED": faults})
