@@ -35,6 +35,7 @@ CASE_FIXTURES = {
     "qg_cuda_case": lambda c: c.device == "cuda",
     "qg_roundtrip_case": lambda c: "roundtrip" in c.config.paths,
     "qg_lora_case": lambda c: "lora" in c.config.paths,
+    "qg_compile_case": lambda c: "compile" in c.config.paths,
 }
 
 

@@ -375,7 +375,21 @@ DEFAULTS_FIELDS = [
           check=lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
     Field("lora_fused_ssim_min", float, required=False, default=0.99,
           check=lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
+    Field("compile_backend", dict, required=False, default=lambda: {"cpu": "aot_eager", "cuda": "inductor"},
+          check=lambda v: _per_device_problem(v, str)),
+    Field("compile_ssim_min", dict, required=False, default=lambda: {"cpu": 1.0, "cuda": 0.99},
+          check=lambda v: _per_device_problem(v, float)),
 ]
+
+
+def _per_device_problem(value: dict, kind: type) -> str | None:
+    """A table with one entry per device (cpu, cuda), each of `kind` (a float may be written as an int)."""
+    if set(value) != set(DEVICES):
+        return f"must give every device ({', '.join(DEVICES)}), not {', '.join(sorted(value)) or 'none'}"
+    bad = [k for k, v in value.items() if not isinstance(v, (int, float) if kind is float else kind) or isinstance(v, bool)]
+    if bad:
+        return f"{bad[0]}: must be a {kind.__name__}"
+    return None
 
 
 def load_defaults(fixtures_dir: Path) -> dict:

@@ -13,6 +13,7 @@ __all__ = ["RegressionPath", "names", "path"]
 BUILT_IN = {
     "roundtrip": "quantgate.paths.roundtrip:RoundTrip",
     "lora": "quantgate.paths.lora:Lora",
+    "compile": "quantgate.paths.compile:Compile",
 }
 ENTRY_POINT_GROUP = "quantgate.paths"
 

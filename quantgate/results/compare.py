@@ -180,6 +180,7 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
         if x is not None and y is not None and x - y > limit:
             out.append(Finding(case, name, f"lowest {name.upper()} fell by more than {limit:g}", f"{x:.4f}", f"{y:.4f}",
                                f"{y - x:+.4f}"))
+    out += _compile_speedup(case, b, c, th["latency_growth_max"])
     basis, slower = th["latency_basis"], th["latency_growth_max"]
     shared = max(r.environment.get("gpu_shared_by") or 1 for r in (b, c))
     if shared > 1:
@@ -193,6 +194,24 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
         out.append(Finding(case, "latency", f"{what} slower by more than {slower:.0%}",
                            unit(x), unit(y), _pct(x, y)))
     return out
+
+
+EAGER_BACKENDS = ("eager", "aot_eager")    # compile backends that run the traced graph eagerly: no speed-up to hold
+
+
+def _compile_speedup(case: str, b: CaseRecord, c: CaseRecord, slower: float) -> list[Finding]:
+    """The compile path's speed-up over eager (both timed in one process, so a drift of the machine
+    cancels): a candidate whose compiled denoiser gains less than the base's by more than `slower`
+    regressed. Not judged where the backend runs the graph eagerly (a CPU's aot_eager)."""
+    x, y = ((r.paths.get("compile") or {}) for r in (b, c))
+    if not (x.get("speedup") and y.get("speedup")) or x.get("backend") != y.get("backend"):
+        return []
+    if x["backend"] in EAGER_BACKENDS:
+        return []
+    if y["speedup"] * (1 + slower) < x["speedup"]:
+        return [Finding(case, "latency", f"torch.compile's speed-up over eager fell by more than {slower:.0%}",
+                        f"{x['speedup']:.2f}x", f"{y['speedup']:.2f}x", _pct(x["speedup"], y["speedup"]))]
+    return []
 
 
 def _versions(env: dict) -> dict:

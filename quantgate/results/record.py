@@ -238,11 +238,32 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
                 _same(t.get("similarity_unloaded")),
                 "fails: " + fuse.split(":")[0] if fuse else _same(t.get("similarity_unfused_to_lora")),
                 _fmt(t.get("adapter_bytes"), ",")))
+    compiled = [r for r in records if r.paths.get("compile")]
+    if compiled:
+        lines += _table_section(
+            "Compile",
+            "torch.compile of the denoiser with fullgraph=True and error_on_recompile (quantgate.paths.compile): "
+            "the backend, Dynamo's graphs, the compiled images against the eager ones, the first compiled call "
+            "(compile time included), the fastest eager and compiled calls and the speed-up (on a CPU, aot_eager "
+            "runs the traced graph eagerly: no speed-up is expected there).",
+            ("case", "backend", "graphs", "images", "compile s", "eager ms", "compiled ms", "speed-up"))
+        for r in compiled:
+            t = r.paths["compile"]
+            failed = next(iter((t.get("errors") or {}).values()), None) or t.get("error")
+            lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                r.case, t.get("backend", "-"), _fmt(t.get("graphs"), "d"),
+                "fails: " + failed.split(":")[0] if failed else _same(t.get("similarity")),
+                _fmt(t.get("compile_s"), ".1f"), _fmt(_fastest_ms(t.get("eager_s")), ".1f"),
+                _fmt(_fastest_ms(t.get("compiled_s")), ".1f"), _fmt(t.get("speedup"), ".2f") + ("x" if t.get("speedup") else "")))
     errors = [r for r in records if r.error]
     if errors:
         lines += ["", "## Failures", ""]
         lines += [f"- **{r.case}** ({r.status}): {r.error.splitlines()[0]}" for r in errors]
     return "\n".join(lines) + "\n"
+
+
+def _fastest_ms(seconds: list | None) -> float | None:
+    return min(seconds) * 1000 if seconds else None
 
 
 def _table_section(title: str, text: str, columns: tuple[str, ...]) -> list[str]:

@@ -285,6 +285,17 @@ class Planted(CaseSession):
         return super().load_saved_component(name, folder)
 
     def run_path(self, name, folder):
+        if "recompile" in faults_of(self.case) and name == "compile" and self.pipe is not None:
+            denoiser = getattr(self.pipe, self.family.denoiser)
+            denoiser.planted_calls = 0
+
+            def count_calls(module, args, kwargs):     # a Python int read in forward, new each call: a
+                module.planted_calls += 1              # guard on it fails every call, as a release whose
+                scale = 1.0 + 0.0 * module.planted_calls   # code specializes on a changing value would
+                kwargs["hidden_states"] = kwargs["hidden_states"] * scale
+                return args, kwargs
+
+            denoiser.register_forward_pre_hook(count_calls, with_kwargs=True)
         if "lora-ignored" in faults_of(self.case) and self.pipe is not None:
             load = self.pipe.load_lora_weights
 
@@ -332,12 +343,14 @@ def planted_paths(tmp_path_factory, shared_cache):
     """One run of the regression paths' tests alone (-m paths) on four tiny-flux cases, with planted
     regressions: torchao int8's LoRA is loaded but its scale silently set to 0 (a loader that drops
     it), and its saved files are cut short before the reload (what a release that cannot read them
-    meets); quanto int8's reader hands its transformer back in BF16; quanto float8's files are cut
+    meets), and its compiled denoiser reads a Python int that changes every call (it compiles again
+    each call); quanto int8's reader hands its transformer back in BF16; quanto float8's files are cut
     short too, under a known failure of both round-trip tests that names the reader's error;
     torchao float8 is left alone. (quanto's LoRA on FLUX is a known failure of the matrix.)"""
     return planted_path_run(tmp_path_factory.mktemp("paths"), shared_cache, "paths",
                             ("torchao-int8wo", "quanto-int8", "torchao-float8wo", "quanto-float8"),
-                            "torchao-int8wo=unreadable+lora-ignored,quanto-int8=dequantize,quanto-float8=unreadable",
+                            "torchao-int8wo=unreadable+lora-ignored+recompile,quanto-int8=dequantize,"
+                            "quanto-float8=unreadable",
                             PATH_KNOWN_UNREADABLE)
 
 

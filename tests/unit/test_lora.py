@@ -10,13 +10,13 @@ from quantgate.paths.lora import RANK, TARGETS, lora_state_dict
 from .conftest import REPO
 
 
-def test_every_configuration_but_the_reference_takes_the_lora_path_before_the_round_trip():
+def test_every_configuration_but_the_reference_takes_the_lora_path_after_compile_before_the_round_trip():
     models = load_models(REPO / "fixtures")
     for case in build_cases(models, load_matrix(REPO / "fixtures", models)):
         if case.config.is_reference:
             assert case.config.paths == (), case.id
         else:
-            assert case.config.paths[0] == "lora", case.id
+            assert case.config.paths[1] == "lora" and "lora" not in case.config.paths[2:], case.id
 
 
 def test_the_synthetic_lora_is_the_same_every_time_and_in_diffusers_layout():
