@@ -377,6 +377,7 @@ DEFAULTS_FIELDS = [
           check=lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
     Field("compile_backend", dict, required=False, default=lambda: {"cpu": "aot_eager", "cuda": "inductor"},
           check=lambda v: _per_device_problem(v, str)),
+    Field("compile_emulate_precision_casts", bool, required=False, default=True),
     Field("compile_ssim_min", dict, required=False, default=lambda: {"cpu": 1.0, "cuda": 0.99},
           check=lambda v: _per_device_problem(v, float)),
 ]
