@@ -8,6 +8,8 @@
 # wheels that differ (e.g. optimum_quanto-0.2.6-...whl), each replacing the wheel of the same name.
 # THRESHOLDS=file picks the thresholds (default fixtures/compare.toml; tiny-flux step times on a GPU
 # are launch-bound, so judge them with latency_basis = "ratio" and a wide margin there).
+# CHECKPOINTS=DIR is the checkpoint store the current wheels write and the candidate reads (default
+# /tmp/qg-checkpoints; a full-size model's checkpoints are as large as its quantized weights).
 # Writes OUT_DIR/compare.md, OUT_DIR/runs/ (both result sets) and the two logs; exits with compare's code.
 set -uo pipefail
 cand=${1:?usage: scripts/gpu-bump.sh CANDIDATE_WHEELS_DIR OUT_DIR [-- pytest args]}
@@ -26,8 +28,11 @@ for lock in current candidate; do
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "/tmp/qg-site-$lock" "$src"/*.whl || exit 3
   start=$(date +%s)
+  # the current wheels keep their round trips' checkpoints; the candidate's previous path loads them
+  store=(--qg-checkpoints-out "${CHECKPOINTS:-/tmp/qg-checkpoints}"); mkdir -p "${CHECKPOINTS:-/tmp/qg-checkpoints}"
+  [ "$lock" = candidate ] && store=(--qg-checkpoints-in "${CHECKPOINTS:-/tmp/qg-checkpoints}")
   PYTHONPATH="/tmp/qg-site-$lock:$PWD" python3 -m pytest tests/gate -m gpu -p no:cacheprovider -q \
-      --qg-run-name "bump-$lock" "$@" > "$out/gate-$lock.log" 2>&1
+      --qg-run-name "bump-$lock" "${store[@]}" "$@" > "$out/gate-$lock.log" 2>&1
   echo "gate on the $lock wheels: exit $?, $(( $(date +%s) - start )) s, $(tail -1 "$out/gate-$lock.log")"
 done
 PYTHONPATH="/tmp/qg-site-current:$PWD" python3 -m quantgate compare .quantgate/runs/bump-current \

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from quantgate.case.isolation import open_case
 from quantgate.case.leaks import DEFAULT_TOLERANCE
-from quantgate.case.session import DEFAULT_SESSION
+from quantgate.case.session import DEFAULT_SESSION, image_key
 from quantgate.errors import (
     BackendImportError,
     CaseCrashed,
@@ -60,9 +60,11 @@ def _timing(out) -> tuple[float, float | None]:
 class Runner:
     def __init__(self, cache_root: Path, isolation: str = "process", reference_of=None,
                  session_factory: str = DEFAULT_SESSION, on_case_closed=None, needed_of=None,
-                 leak_tolerance: int = DEFAULT_TOLERANCE, scratch_root: Path | None = None):
+                 leak_tolerance: int = DEFAULT_TOLERANCE, scratch_root: Path | None = None,
+                 checkpoints_out: Path | None = None):
         self.cache_root = Path(cache_root)
         self.scratch_root = Path(scratch_root) if scratch_root else self.cache_root / "paths"
+        self.checkpoints_out = checkpoints_out      # the store the round trips' checkpoints are kept in (a bump's base)
         self.isolation = isolation
         self.session_factory = session_factory
         self.on_case_closed = on_case_closed      # called after each case's process is closed
@@ -208,6 +210,8 @@ class Runner:
                 _check_scratch(name, folder, rec.weights, case)
                 taken[name] = self.call(case, "run_path", name, str(folder))
                 rec.paths[name] = {k: v for k, v in taken[name].items() if k != "images"}
+                if name == "roundtrip" and self.checkpoints_out is not None:
+                    self._keep_checkpoint(case, folder)
             except Exception as exc:
                 taken[name] = exc
                 rec.paths[name] = {"error": str(exc).splitlines()[0][:500]}
@@ -218,6 +222,16 @@ class Runner:
         if isinstance(taken[name], Exception):
             raise taken[name]
         return taken[name]
+
+    def _keep_checkpoint(self, case: Case, folder: Path) -> None:
+        """The round trip's saved components into the checkpoint store, with the fresh load's figures."""
+        from quantgate.paths.store import keep
+
+        rec = self.record(case)
+        keys = {image_key(p.id, s) for p, s in case.model.path_images_pairs()}
+        kept = keep(self.checkpoints_out, case.id, folder, rec.environment.get("packages") or {},
+                    {c: rec.weights[c] for c in case.components}, {k: v for k, v in self.images(case).items() if k in keys})
+        rec.paths["roundtrip"]["kept"] = str(kept) if kept else "already in the store"
 
     def denoise(self, case: Case) -> float:
         """Time one denoising call of the case; keep its wall and CPU seconds in its record."""

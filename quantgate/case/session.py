@@ -224,6 +224,20 @@ class CaseSession:
         return cls.from_pretrained(self.model_dir, subfolder=name, quantization_config=qc, dtype=dtype, **extra)
 
     # -------------------------------------------------------------- measurements
+    def load_saved_pipeline(self, folder: Path) -> tuple[float, dict]:
+        """Let the pipeline go and load it again, its quantized components from what save_component
+        wrote into `folder`/<component>: (seconds, the load phase's GPU memory figures)."""
+        import torch
+
+        self.drop_pipeline()
+        pipe_cls, _ = _component_classes(self.model_dir)
+        memory: dict = {}
+        started = time.perf_counter()
+        with CudaPhase(self.case.device, "load", memory):
+            parts = {name: self.load_saved_component(name, Path(folder) / name) for name in self.case.components}
+            self.finish(pipe_cls.from_pretrained(self.model_dir, dtype=torch.bfloat16, **parts))
+        return time.perf_counter() - started, memory
+
     def weights(self) -> dict:
         """Real bytes per component: {name: {bytes, tensors, quantized_tensors}}."""
         from quantgate.case.memory import weight_bytes

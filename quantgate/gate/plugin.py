@@ -28,6 +28,10 @@ def pytest_addoption(parser):
     group.addoption("--qg-scratch-dir", help="where regression paths write their files (the round trip's saved "
                     "checkpoints, as large as the quantized components; emptied after each case; default: "
                     "$QUANTGATE_SCRATCH_DIR or <cache dir>/paths)")
+    group.addoption("--qg-checkpoints-out", help="keep each round trip's saved quantized checkpoint in this store, "
+                    "under the stack's key (a bump's base: tox -e bump-current), for a later run to read")
+    group.addoption("--qg-checkpoints-in", help="the checkpoint store a bump's base wrote: the previous path loads "
+                    "each case's checkpoint from it and holds it against the base's bytes and images (tox -e bump-candidate)")
     group.addoption("--qg-results-dir", help="folder for this run's results (default: a new "
                     ".quantgate/results/<time> folder; an existing result set is never overwritten)")
     group.addoption("--qg-model", action="append", default=[],

@@ -36,6 +36,7 @@ CASE_FIXTURES = {
     "qg_roundtrip_case": lambda c: "roundtrip" in c.config.paths,
     "qg_lora_case": lambda c: "lora" in c.config.paths,
     "qg_compile_case": lambda c: "compile" in c.config.paths,
+    "qg_previous_case": lambda c: "previous" in c.config.paths,
 }
 
 
@@ -87,6 +88,16 @@ class GateSession:
         self.cache_root = Path(cache).expanduser().resolve() if cache else default_cache_root()
         scratch = config.getoption("--qg-scratch-dir") or os.environ.get(SCRATCH_ENV)
         self.scratch_root = Path(scratch).expanduser().resolve() if scratch else None
+        from quantgate.paths.store import STORE_ENV
+
+        kept, read = config.getoption("--qg-checkpoints-out"), config.getoption("--qg-checkpoints-in")
+        self.checkpoints_out = Path(kept).expanduser().resolve() if kept else None
+        self.checkpoints_in = Path(read).expanduser().resolve() if read else None
+        if self.checkpoints_in is not None:
+            if not self.checkpoints_in.is_dir():
+                raise pytest.UsageError(f"--qg-checkpoints-in {read}: no such folder (the store a base run wrote with "
+                                        "--qg-checkpoints-out)")
+            os.environ[STORE_ENV] = str(self.checkpoints_in)     # read in the case processes
         self.allow_missing = config.getoption("--qg-allow-missing-backends")
         self.started = datetime.now(timezone.utc)
         results = config.getoption("--qg-results-dir")
@@ -143,7 +154,7 @@ class GateSession:
                                  opt("--qg-case-session") or DEFAULT_SESSION,
                                  on_case_closed=self.write_results, needed_of=self.gpu_bytes_needed,
                                  leak_tolerance=int(data.defaults["leak_tolerance_mib"] * MIB),
-                                 scratch_root=self.scratch_root)
+                                 scratch_root=self.scratch_root, checkpoints_out=self.checkpoints_out)
         return self._gate_data
 
     def gpu_bytes_needed(self, case: Case) -> int | None:

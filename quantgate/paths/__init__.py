@@ -14,6 +14,7 @@ BUILT_IN = {
     "roundtrip": "quantgate.paths.roundtrip:RoundTrip",
     "lora": "quantgate.paths.lora:Lora",
     "compile": "quantgate.paths.compile:Compile",
+    "previous": "quantgate.paths.previous:PreviousLock",
 }
 ENTRY_POINT_GROUP = "quantgate.paths"
 

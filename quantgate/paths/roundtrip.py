@@ -26,10 +26,6 @@ class RoundTrip(RegressionPath):
         return sum(figures["bytes"] for figures in components.values())
 
     def run(self, session, folder: Path) -> dict:
-        import torch
-
-        from quantgate.case.session import CudaPhase, _component_classes
-
         case = session.case
         held = session.weights()
         started = time.perf_counter()
@@ -37,15 +33,7 @@ class RoundTrip(RegressionPath):
             session.save_component(name, folder / name, max_shard_size=max(held[name]["bytes"] // SHARDS, 1))
         save_s = time.perf_counter() - started
         files = sorted(folder.rglob("*.safetensors"))
-        session.drop_pipeline()
-
-        pipe_cls, _ = _component_classes(session.model_dir)
-        memory: dict = {}
-        started = time.perf_counter()
-        with CudaPhase(case.device, "load", memory):
-            parts = {name: session.load_saved_component(name, folder / name) for name in case.components}
-            session.finish(pipe_cls.from_pretrained(session.model_dir, dtype=torch.bfloat16, **parts))
-        load_s = time.perf_counter() - started
+        load_s, memory = session.load_saved_pipeline(folder)
         components = session.weights()          # counted once loaded, as the fresh load's are
         made = session.generate(for_path=True)
         memory.update({k: v for k, v in made["memory"].items() if "inference" in k})

@@ -18,7 +18,7 @@ from pathlib import Path
 from quantgate.errors import QuantgateError
 from quantgate.matrix.schema import Field, check_entry, read_toml
 from quantgate.results.record import CaseRecord, latency_ratio, read_results, references_by_case
-from quantgate.status import AS_EXPECTED, PASSING, Status
+from quantgate.status import AS_EXPECTED, NOT_PASSING, PASSING, Status
 
 MEMORY_FIGURES = ("load_peak_reserved", "inference_peak_reserved")
 
@@ -99,7 +99,8 @@ def load_run(path: Path) -> Run:
 @dataclass
 class Finding:
     case: str
-    what: str          # new failure | vanished | memory | latency | ssim | psnr | new pass | new configuration
+    what: str          # new failure | vanished | memory | latency | ssim | psnr | previous lock's checkpoint |
+                       # new pass | new configuration
     detail: str
     base: str = ""
     candidate: str = ""
@@ -150,7 +151,10 @@ def compare_runs(base: Run, cand: Run, th: dict) -> list[Finding]:
         elif not _ok(b) and _ok(c):
             out.append(Finding(case, "new pass", "failed in the base, passes in the candidate", b.status, c.status,
                                regression=False))
+        out += _previous_lock(case, c)
         for test, outcome in sorted(c.tests.items()):
+            if test in PREVIOUS_LOCK_TESTS:
+                continue                         # its own finding (_previous_lock)
             before = b.tests.get(test)
             if before in PASSING and outcome not in PASSING:
                 out.append(Finding(case, "new failure", f"{test} {outcome}", before, outcome))
@@ -194,6 +198,23 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
         out.append(Finding(case, "latency", f"{what} slower by more than {slower:.0%}",
                            unit(x), unit(y), _pct(x, y)))
     return out
+
+
+PREVIOUS_LOCK_TESTS = ("test_previous_locks_checkpoint_loads_with_its_weight_bytes",
+                       "test_previous_locks_checkpoint_makes_the_base_images")
+
+
+def _previous_lock(case: str, c: CaseRecord) -> list[Finding]:
+    """The candidate could not read, or read otherwise, the quantized checkpoint its base's stack
+    wrote (quantgate.paths.previous): a regression of its own kind, whatever the base's tests say."""
+    taken = c.paths.get("previous") or {}
+    failed = [t for t in PREVIOUS_LOCK_TESTS if c.tests.get(t) in NOT_PASSING]
+    if not failed:
+        return []
+    why = taken.get("error") or ", ".join(failed)
+    return [Finding(case, "previous lock's checkpoint",
+                    f"the checkpoint the base's stack ({taken.get('stack', 'its key unknown')}) wrote does not load "
+                    f"as it was saved: {why}"[:300], "saved", "fails")]
 
 
 EAGER_BACKENDS = ("eager", "aot_eager")    # compile backends that run the traced graph eagerly: no speed-up to hold

@@ -346,16 +346,18 @@ def planted_paths(tmp_path_factory, shared_cache):
     meets), and its compiled denoiser reads a Python int that changes every call (it compiles again
     each call); quanto int8's reader hands its transformer back in BF16; quanto float8's files are cut
     short too, under a known failure of both round-trip tests that names the reader's error;
-    torchao float8 is left alone. (quanto's LoRA on FLUX is a known failure of the matrix.)"""
-    return planted_path_run(tmp_path_factory.mktemp("paths"), shared_cache, "paths",
+    torchao float8 is left alone. (quanto's LoRA on FLUX is a known failure of the matrix.) As a bump's
+    base, it keeps the round trips' checkpoints in <root>/checkpoints."""
+    root = tmp_path_factory.mktemp("paths")
+    return planted_path_run(root, shared_cache, "paths",
                             ("torchao-int8wo", "quanto-int8", "torchao-float8wo", "quanto-float8"),
                             "torchao-int8wo=unreadable+lora-ignored+recompile,quanto-int8=dequantize,"
                             "quanto-float8=unreadable",
-                            PATH_KNOWN_UNREADABLE)
+                            PATH_KNOWN_UNREADABLE, ("--qg-checkpoints-out", str(root / "checkpoints")))
 
 
 def planted_path_run(root: Path, shared_cache: Path, selection: str, configs: tuple[str, ...], faults: str,
-                     models_toml_extra: str = "") -> tuple[str, dict, str]:
+                     models_toml_extra: str = "", extra_args: tuple[str, ...] = ()) -> tuple[str, dict, str]:
     """One gate run of the tests marked `selection` (a path's name, or `paths` for all) on tiny-flux's
     `configs`, with the planted session and QG_PLANTED=`faults` (and `models_toml_extra` added to a
     copy of models.toml): its stdout, its records by configuration and its results.md."""
@@ -373,7 +375,7 @@ def planted_path_run(root: Path, shared_cache: Path, selection: str, configs: tu
          "--benchmark-disable", "-m", f"not gpu and {selection}", "--qg-cache-dir", str(shared_cache),
          "--qg-fixtures", str(fixtures), "--qg-baselines", str(harness_dirs()[1]), "--qg-results-dir", str(out),
          "--qg-no-report", "--qg-case-session", "planted_sessions:Planted", "--qg-model", "tiny-flux",
-         *[a for c in configs for a in ("--qg-config", c)]],
+         *[a for c in configs for a in ("--qg-config", c)], *extra_args],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(root), "QG_PLANTED": faults})
     records = {c["config"]: c for c in json.loads((out / "results.json").read_text())["cases"]}

@@ -27,10 +27,10 @@ def test_every_quantized_configuration_takes_the_round_trip_but_gguf_and_the_ref
 
 def test_an_unknown_path_is_refused_with_the_registered_ones(fixtures_copy):
     matrix = fixtures_copy / "matrix.toml"
-    shipped = 'paths = ["compile", "lora", "roundtrip"]'
+    shipped = 'paths = ["compile", "lora", "roundtrip", "previous"]'
     matrix.write_text(matrix.read_text().replace(shipped, shipped.replace("roundtrip", "round-trip"), 1))
     with pytest.raises(DataFileError,
-                       match=r"field 'paths': unknown regression path 'round-trip' \(registered: compile, lora, roundtrip\)"):
+                       match=r"field 'paths': unknown regression path 'round-trip' \(registered: compile, lora, previous, roundtrip\)"):
         load_matrix(fixtures_copy, load_models(fixtures_copy))
 
 
@@ -64,7 +64,7 @@ def test_an_unchanged_round_trip_passes_and_is_recorded(planted_paths):
     stdout, records, md = planted_paths
     assert "float8wo" not in "".join(line for line in stdout.splitlines() if line.startswith("FAILED"))
     tests = records["torchao-float8wo"]["tests"]
-    assert {t: tests[t] for t in tests if "checkpoint" in t} == {
+    assert {t: tests[t] for t in tests if t.startswith(("test_saved_checkpoint", "test_reloaded_checkpoint"))} == {
         "test_saved_checkpoint_reloads_quantized_as_it_was_saved": "passed",
         "test_reloaded_checkpoint_makes_the_fresh_loads_images": "passed"}
     trip = records["torchao-float8wo"]["paths"]["roundtrip"]
@@ -103,6 +103,6 @@ def test_a_known_failure_of_the_round_trip_holds_the_error_its_path_raised(plant
     for test in ("test_saved_checkpoint_reloads_quantized_as_it_was_saved", "test_reloaded_checkpoint_makes_the_fresh_loads_images"):
         assert f"XFAIL tests/gate/test_roundtrip.py::{test}[tiny-flux-quanto-float8-cpu]" in stdout
     tests = records["quanto-float8"]["tests"]
-    assert {t: tests[t] for t in tests if "checkpoint" in t} == dict.fromkeys(
+    assert {t: tests[t] for t in tests if t.startswith(("test_saved_checkpoint", "test_reloaded_checkpoint"))} == dict.fromkeys(
         ("test_saved_checkpoint_reloads_quantized_as_it_was_saved", "test_reloaded_checkpoint_makes_the_fresh_loads_images"),
         "xfailed")
