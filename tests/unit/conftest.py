@@ -349,7 +349,7 @@ def planted_paths(tmp_path_factory, shared_cache):
     torchao float8 is left alone. (quanto's LoRA on FLUX is a known failure of the matrix.) As a bump's
     base, it keeps the round trips' checkpoints in <root>/checkpoints."""
     root = tmp_path_factory.mktemp("paths")
-    return planted_path_run(root, shared_cache, "paths",
+    return planted_path_run(root, shared_cache, "paths and not (compile and quanto)",   # compile: its plant and control
                             ("torchao-int8wo", "quanto-int8", "torchao-float8wo", "quanto-float8"),
                             "torchao-int8wo=unreadable+lora-ignored+recompile,quanto-int8=dequantize,"
                             "quanto-float8=unreadable",
