@@ -203,63 +203,68 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
                 _fmt(r.step_ms(), ".2f"),
                 _fmt(statistics.median(r.image_seconds) if r.image_seconds else None, ".3f"),
                 _fmt(r.load_s, ".2f")))
-    trips = [r for r in records if r.paths.get("roundtrip")]
-    if trips:
-        lines += _table_section(
-            "Round trip",
-            "The quantized components saved as sharded safetensors and loaded back (quantgate.paths.roundtrip): "
-            "images against the fresh load's, weight bytes against the fresh load's, the files written, and "
-            "the seconds to save and to load back.",
-            ("case", "images", "weight bytes", "files", "on disk", "save s", "load s"))
-        for r in trips:
-            t = r.paths["roundtrip"]
-            images = _same(t.get("similarity"))
-            held = {c: v["bytes"] for c, v in (t.get("components") or {}).items() if c in r.components}
-            same = all(r.weights.get(c, {}).get("bytes") == b for c, b in held.items())
-            lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
-                r.case, images, ("same" if same else "differ: " + _fmt(sum(held.values()), ",")) if held else "-",
-                _fmt(sum((t.get("files") or {}).values()), ","), _fmt(t.get("disk_bytes"), ","),
-                _fmt(t.get("save_s"), ".2f"), _fmt(t.get("load_s"), ".2f")))
-    loras = [r for r in records if r.paths.get("lora")]
-    if loras:
-        lines += _table_section(
-            "LoRA",
-            "A synthetic rank-4 LoRA on the denoiser's attention projections, loaded onto the quantized pipeline "
-            "(quantgate.paths.lora): the lowest SSIM of its images against the fresh load's (how far it moves "
-            "them), whether weight 0, unloading and unfusing give back the images they should, and the bytes "
-            "the adapter adds.",
-            ("case", "moved to SSIM", "weight 0", "unloaded", "fuse, unfuse", "adapter bytes"))
-        for r in loras:
-            t = r.paths["lora"]
-            moved = [v.get("ssim", 1.0) for v in (t.get("similarity_lora") or {}).values()]
-            fuse = (t.get("errors") or {}).get("fuse")
-            lines.append("| {} | {} | {} | {} | {} | {} |".format(
-                r.case, _fmt(min(moved), ".4f") if moved else "-", _same(t.get("similarity_weight_zero")),
-                _same(t.get("similarity_unloaded")),
-                "fails: " + fuse.split(":")[0] if fuse else _same(t.get("similarity_unfused_to_lora")),
-                _fmt(t.get("adapter_bytes"), ",")))
-    compiled = [r for r in records if r.paths.get("compile")]
-    if compiled:
-        lines += _table_section(
-            "Compile",
-            "torch.compile of the denoiser with fullgraph=True and error_on_recompile (quantgate.paths.compile): "
-            "the backend, Dynamo's graphs, the compiled images against the eager ones, the first compiled call "
-            "(compile time included), the fastest eager and compiled calls and the speed-up (on a CPU, aot_eager "
-            "runs the traced graph eagerly: no speed-up is expected there).",
-            ("case", "backend", "graphs", "images", "compile s", "eager ms", "compiled ms", "speed-up"))
-        for r in compiled:
-            t = r.paths["compile"]
-            failed = next(iter((t.get("errors") or {}).values()), None) or t.get("error")
-            lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                r.case, t.get("backend", "-"), _fmt(t.get("graphs"), "d"),
-                "fails: " + failed.split(":")[0] if failed else _same(t.get("similarity")),
-                _fmt(t.get("compile_s"), ".1f"), _fmt(_fastest_ms(t.get("eager_s")), ".1f"),
-                _fmt(_fastest_ms(t.get("compiled_s")), ".1f"), _fmt(t.get("speedup"), ".2f") + ("x" if t.get("speedup") else "")))
+    lines += _path_section(
+        records, "roundtrip", "Round trip",
+        "The quantized components saved as sharded safetensors and loaded back (quantgate.paths.roundtrip): "
+        "images against the fresh load's, weight bytes against the fresh load's, the files written, and "
+        "the seconds to save and to load back.",
+        ("case", "images", "weight bytes", "files", "on disk", "save s", "load s"), _round_trip_row)
+    lines += _path_section(
+        records, "lora", "LoRA",
+        "A synthetic rank-4 LoRA on the denoiser's attention projections, loaded onto the quantized pipeline "
+        "(quantgate.paths.lora): the lowest SSIM of its images against the fresh load's (how far it moves "
+        "them), whether weight 0, unloading and unfusing give back the images they should, and the bytes "
+        "the adapter adds.",
+        ("case", "moved to SSIM", "weight 0", "unloaded", "fuse, unfuse", "adapter bytes"), _lora_row)
+    lines += _path_section(
+        records, "compile", "Compile",
+        "torch.compile of the denoiser with fullgraph=True and error_on_recompile (quantgate.paths.compile): "
+        "the backend, Dynamo's graphs, the compiled images against the eager ones, the first compiled call "
+        "(compile time included), the fastest eager and compiled calls and the speed-up (on a CPU, aot_eager "
+        "runs the traced graph eagerly: no speed-up is expected there).",
+        ("case", "backend", "graphs", "images", "compile s", "eager ms", "compiled ms", "speed-up"), _compile_row)
     errors = [r for r in records if r.error]
     if errors:
         lines += ["", "## Failures", ""]
         lines += [f"- **{r.case}** ({r.status}): {r.error.splitlines()[0]}" for r in errors]
     return "\n".join(lines) + "\n"
+
+
+def _path_section(records: list[CaseRecord], path: str, title: str, text: str, columns: tuple[str, ...],
+                  row) -> list[str]:
+    """A results.md section of one table for regression path `path`: a row (`row(record, its figures)`,
+    the cells after the case's) per case that took the path; nothing where none did."""
+    taken = [r for r in records if r.paths.get(path)]
+    if not taken:
+        return []
+    return _table_section(title, text, columns) + [
+        "| " + " | ".join((r.case, *row(r, r.paths[path]))) + " |" for r in taken]
+
+
+def _round_trip_row(r: CaseRecord, t: dict) -> tuple[str, ...]:
+    held = {c: v["bytes"] for c, v in (t.get("components") or {}).items() if c in r.components}
+    same = all(r.weights.get(c, {}).get("bytes") == b for c, b in held.items())
+    return (_same(t.get("similarity")),
+            ("same" if same else "differ: " + _fmt(sum(held.values()), ",")) if held else "-",
+            _fmt(sum((t.get("files") or {}).values()), ","), _fmt(t.get("disk_bytes"), ","),
+            _fmt(t.get("save_s"), ".2f"), _fmt(t.get("load_s"), ".2f"))
+
+
+def _lora_row(r: CaseRecord, t: dict) -> tuple[str, ...]:
+    moved = [v.get("ssim", 1.0) for v in (t.get("similarity_lora") or {}).values()]
+    fuse = (t.get("errors") or {}).get("fuse")
+    return (_fmt(min(moved), ".4f") if moved else "-", _same(t.get("similarity_weight_zero")),
+            _same(t.get("similarity_unloaded")),
+            "fails: " + fuse.split(":")[0] if fuse else _same(t.get("similarity_unfused_to_lora")),
+            _fmt(t.get("adapter_bytes"), ","))
+
+
+def _compile_row(r: CaseRecord, t: dict) -> tuple[str, ...]:
+    failed = next(iter((t.get("errors") or {}).values()), None) or t.get("error")
+    return (t.get("backend", "-"), _fmt(t.get("graphs"), "d"),
+            "fails: " + failed.split(":")[0] if failed else _same(t.get("similarity")),
+            _fmt(t.get("compile_s"), ".1f"), _fmt(_fastest_ms(t.get("eager_s")), ".1f"),
+            _fmt(_fastest_ms(t.get("compiled_s")), ".1f"), _fmt(t.get("speedup"), ".2f") + ("x" if t.get("speedup") else ""))
 
 
 def _fastest_ms(seconds: list | None) -> float | None:
