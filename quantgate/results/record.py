@@ -120,6 +120,12 @@ def timed_calls(record: CaseRecord, reference: CaseRecord | None, clock: str) ->
     return mine, reference.denoise_cpu_s if clock == "cpu" else reference.denoise_s
 
 
+def pair_ratios(record: CaseRecord) -> list[float]:
+    """Each timed call's CPU time over the yardstick call timed just before it (a CPU case with a
+    yardstick; else empty): one ratio per pair, whose spread is the shared host's noise."""
+    return [m / y for m, y in zip(record.denoise_cpu_s, record.yardstick_cpu_s) if y]
+
+
 def latency_ratio(record: CaseRecord, reference: CaseRecord | None) -> float | None:
     """A case's fastest timed denoising call over its reference's fastest, both timed in the same
     session, in CPU time on a CPU (latency_clock) and wall time elsewhere; where a yardstick was used,

@@ -16,27 +16,20 @@ from quantgate.results.record import latency_ratio
 
 from .conftest import REPO, UNCHANGED_CONFIGS
 
-# On a shared CPU runner absolute times move with the host: between two runs of one CI session BF16's
-# CPU time per call moved by +38%, while the ratio to BF16's yardstick calls timed beside each case
-# moved by a few percent (docs/cpu-classes.md). These tests judge a planted 2x slowdown on that
-# ratio, so latency may move 25%.
-CPU_RUNNER = '[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n'
+# compare's defaults throughout: on a CPU they judge the ratio to BF16's yardstick calls, which may
+# grow 50% and must clear the calls' own spread (fixtures/compare.toml says what that comes from).
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, unchanged_runs, planted_run):
-    root = tmp_path_factory.mktemp("compare")
-    thresholds = root / "cpu-runner.toml"
-    thresholds.write_text(CPU_RUNNER)
+def runs(unchanged_runs, planted_run):
     planted = planted_run[0]
     for out in (unchanged_runs[0][0], unchanged_runs[1][0], planted):
         assert (out / "results.json").is_file() and (out / "benchmark.json").is_file(), out
-    return {"base": unchanged_runs[0][0], "same": unchanged_runs[1][0], "planted": planted,
-            "thresholds": thresholds}
+    return {"base": unchanged_runs[0][0], "same": unchanged_runs[1][0], "planted": planted}
 
 
 def _compare(runs, candidate, *extra, capsys):
-    code = main(["compare", str(runs["base"]), str(candidate), "--thresholds", str(runs["thresholds"]), *extra])
+    code = main(["compare", str(runs["base"]), str(candidate), *extra])
     return code, capsys.readouterr().out
 
 
@@ -54,7 +47,7 @@ def test_planted_memory_growth_slowdown_and_image_drift_each_fail(runs, capsys):
     assert report.startswith("# quantgate compare: **REGRESSION**")
     regressions = report.split("## Regressions")[1].split("## ")[0]
     assert "| tiny-flux-torchao-int8wo-cpu | memory | weight bytes grew more than 2% |" in regressions
-    assert "| tiny-flux-torchao-int8wo-cpu | latency | denoising time as a ratio to BF16 slower by more than 25% |" \
+    assert "| tiny-flux-torchao-int8wo-cpu | latency | denoising time as a ratio to BF16 slower by more than 50% |" \
         in regressions
     assert "| tiny-flux-quanto-int8-cpu | ssim | lowest SSIM fell by more than 0.005 |" in regressions
     assert "| tiny-flux-quanto-int8-cpu | new failure | test_quantized_image_close_to_bf16_baseline failed |" \
@@ -77,21 +70,56 @@ def test_a_configuration_that_vanished_is_a_regression(runs, tmp_path, capsys):
     assert "| tiny-flux-quanto-int8-cpu | vanished | ran in the base, not in the candidate |" in report
 
 
-def test_latency_can_be_judged_as_a_ratio_to_bf16(runs, tmp_path):
-    th = tmp_path / "ratio.toml"
-    th.write_text('[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n')
+def test_cpu_latency_is_judged_as_a_ratio_to_bf16_by_default(runs):
     base, planted = load_run(runs["base"]), load_run(runs["planted"])
-    findings = compare_runs(base, planted, load_thresholds(th))
+    findings = compare_runs(base, planted, load_thresholds(None))
     latency = {f.case: f for f in findings if f.what == "latency"}
     case = "tiny-flux-torchao-int8wo-cpu"     # its transformer's forwards planted 2x slower
-    slowed = latency[case]                    # a finding: its ratio to BF16 grew more than 25%
+    slowed = latency[case]                    # a finding: its ratio to BF16 grew more than 50%
+    assert slowed.regression
     assert (slowed.base, slowed.candidate) == tuple(
         f"{latency_ratio(run.records[case], run.references[case]):.2f}x BF16" for run in (base, planted))
     # the step also schedules outside the planted forwards, and BF16's own CPU time moved by up to 48%
     # between runs beside the busy neighbour (the yardstick takes most of that out): above the 25% a
     # finding needs, and not more than the planted 2x and that noise
     ratio = float(slowed.candidate.removesuffix("x BF16")) / float(slowed.base.removesuffix("x BF16"))
-    assert 1.25 < ratio < 2.5, (slowed.base, slowed.candidate)
+    assert 1.5 < ratio < 2.5, (slowed.base, slowed.candidate)
+
+
+def _with_calls(runs, tmp_path, case: str, calls: list[float], yardstick: list[float]):
+    """The unchanged candidate with one CPU case's timed calls, and its yardstick's beside them, set."""
+    data = json.loads((runs["same"] / "results.json").read_text())
+    for rec in data["cases"]:
+        if rec["case"] == case:
+            rec["denoise_cpu_s"], rec["yardstick_cpu_s"] = calls, yardstick
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    return load_run(tmp_path)
+
+
+def test_a_cpu_slowdown_within_the_calls_own_spread_is_reported_not_failed(runs, tmp_path):
+    case = "tiny-flux-quanto-int8-cpu"
+    base = load_run(runs["base"])
+    ratio = latency_ratio(base.records[case], base.references[case])
+    # its fastest call 2x its fastest yardstick call, but one yardstick call beside it was itself slow:
+    # that pair's ratio (0.8x the base's fastest) is under the base's slowest, so the host may have moved
+    candidate = _with_calls(runs, tmp_path, case, [2.0 * ratio] * 3, [1.0, 1.0, 2.5])
+    findings = [f for f in compare_runs(base, candidate, load_thresholds(None)) if f.case == case and f.what == "latency"]
+    assert [f.regression for f in findings] == [False]
+    assert f"within the calls' own spread (the candidate's fastest call was {2.0 * ratio / 2.5:.2f}x its yardstick's" \
+        in findings[0].detail
+    # the same calls with quiet yardstick calls beside them: every pair 2x the base's, a regression
+    candidate = _with_calls(runs, tmp_path, case, [2.0 * ratio] * 3, [1.0, 1.0, 1.0])
+    findings = [f for f in compare_runs(base, candidate, load_thresholds(None)) if f.case == case and f.what == "latency"]
+    assert [f.regression for f in findings] == [True]
+
+
+def test_a_cpu_drift_under_the_largest_measured_between_unchanged_runs_passes(runs, tmp_path):
+    case = "tiny-flux-quanto-int8-cpu"
+    base = load_run(runs["base"])
+    ratio = latency_ratio(base.records[case], base.references[case])
+    # +34%: the largest move of a ratio measured between two unchanged runs on a shared CPU (AMX, 2026-12-02)
+    candidate = _with_calls(runs, tmp_path, case, [1.34 * ratio] * 3, [1.0, 1.0, 1.0])
+    assert not [f for f in compare_runs(base, candidate, load_thresholds(None)) if f.case == case and f.what == "latency"]
 
 
 def test_results_of_another_hardware_class_are_refused(runs, tmp_path):
@@ -127,7 +155,7 @@ def test_bad_thresholds_and_missing_results_are_named(tmp_path, capsys):
 
 def test_the_shipped_thresholds_are_valid():
     th = load_thresholds(REPO / "fixtures" / "compare.toml")
-    assert th["memory_growth_max"] == 0.02 and th["latency_growth_max"] == 0.10 and th["ssim_drop_max"] == 0.005
+    assert th == load_thresholds(None)              # the file and the defaults say the same
 
 
 def test_a_candidate_lock_moves_only_the_named_packages(tmp_path, capsys):
@@ -172,9 +200,7 @@ def test_latency_timed_on_a_gpu_shared_by_xdist_workers_is_not_compared(runs, tm
         if rec["case"] == case:
             rec["environment"]["gpu_shared_by"] = 4
     (tmp_path / "results.json").write_text(json.dumps(data))
-    th = tmp_path / "ratio.toml"
-    th.write_text('[thresholds]\nlatency_basis = "ratio"\nlatency_growth_max = 0.25\n')
-    findings = compare_runs(load_run(runs["base"]), load_run(tmp_path), load_thresholds(th))
+    findings = compare_runs(load_run(runs["base"]), load_run(tmp_path), load_thresholds(None))
     latency = [f for f in findings if f.case == case and f.what == "latency"]
     assert [(f.detail, f.regression) for f in latency] == [
         ("not compared: timed on a GPU shared by 4 pytest-xdist workers", False)]
