@@ -490,7 +490,7 @@ class GateSession:
         return one_reference_call
 
     def latency_rounds(self, case: Case) -> int:
-        return case.model.latency_rounds or self.defaults()["latency_rounds"]
+        return case.model.timed_rounds(self.defaults())
 
     def latency_ratio(self, case: Case) -> "LatencyRatio":
         """The case's fastest denoising call over its BF16 reference's fastest, each over at least

@@ -110,6 +110,10 @@ class ModelSpec:
         """Every (prompt, seed) pair the model is judged on, in a fixed order."""
         return [(p, s) for p in self.prompts for s in self.seeds]
 
+    def timed_rounds(self, defaults: dict) -> int:
+        """Timed denoising calls per case: the model's latency_rounds, else the matrix's [defaults]."""
+        return self.latency_rounds or defaults["latency_rounds"]
+
     def path_images_pairs(self) -> list[tuple[Prompt, int]]:
         """The (prompt, seed) pairs a regression path makes images of at each of its steps: the first
         path_images of images(). One image shows a reload or an unloaded LoRA identical or not, and

@@ -58,7 +58,7 @@ class Compile(RegressionPath):
         case = session.case
         defaults = load_defaults(case.model.fixtures_dir)
         backend = defaults["compile_backend"][case.device]
-        rounds = case.model.latency_rounds or defaults["latency_rounds"]
+        rounds = case.model.timed_rounds(defaults)
         session.denoise()                                        # warm-up, as for every timed call
         eager = [session.denoise()["wall_s"] for _ in range(rounds)]
         figures: dict = {"backend": backend, "eager_s": eager, "errors": {}}
