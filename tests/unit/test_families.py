@@ -111,12 +111,12 @@ def test_one_known_failure_entry_may_hold_for_several_configurations_of_a_model(
 
 
 def test_a_known_failure_may_hold_on_one_device_only():
-    """quanto int4's compile fails on a CPU (aot_eager), which says nothing of inductor on a GPU."""
+    """GGUF's compile fails on a CPU (aot_eager) and passes with inductor on the H200 (2026-12-02)."""
     models = load_models(REPO / "fixtures")
     cases = {c.id: c for c in build_cases(models, load_matrix(REPO / "fixtures", models))}
     compiles = "test_denoiser_compiles_in_one_graph_and_never_recompiles"
-    assert cases["tiny-flux-quanto-int4-cpu"].known_test_failure(compiles) is not None
-    assert cases["tiny-flux-quanto-int4-cuda"].known_test_failure(compiles) is None
+    assert cases["tiny-flux-gguf-q4_0-cpu"].known_test_failure(compiles) is not None
+    assert cases["tiny-flux-gguf-q4_0-cuda"].known_test_failure(compiles) is None
 
 
 def test_two_known_failure_entries_of_a_model_for_one_test_are_refused(all_fixtures_copy):
