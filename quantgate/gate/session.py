@@ -549,15 +549,16 @@ class GateSession:
         """The matrix's [defaults] (timeout_s, latency_rounds, shrink_ratio_max)."""
         return self.data().defaults
 
-    def baseline(self, case: Case, prompt, seed: int):
+    def baseline(self, case: Case, prompt, seed: int, variant: str | None = None):
         from quantgate.results.baselines import BaselineStore
 
         rec = self.record(case)
         store = BaselineStore(self.baselines_dir)
-        png, meta = store.paths(case.model.name, rec.hardware, prompt.id, seed)
+        png, meta = store.paths(case.model.name, rec.hardware, prompt.id, seed, variant)
         self.used_baselines.update((png, meta))          # used, even when it turns out to be unusable
         try:
-            return store.load(case.model, rec.hardware, prompt, seed, case.device, self.model_identity(case))
+            return store.load(case.model, rec.hardware, prompt, seed, case.device, self.model_identity(case),
+                              variant)
         except BaselineError as exc:
             pytest.fail(str(exc), pytrace=False)
 
@@ -620,6 +621,38 @@ class GateSession:
         what = f"the {name} path's images" + (f" ({step})" if step else "")
         rule = f"within SSIM {ssim_min} of " if ssim_min is not None else ""
         assert not differ, f"{what} are not {rule}{_source(name, against)}:\n  " + "\n  ".join(differ)
+
+    def check_path_images_against_baseline(self, case: Case, name: str, step: str, variant: str) -> None:
+        """Path `name`'s `step` images against the BF16 reference's baselines of that `variant` (the
+        reference taken down the same path), judged by the case's own image floors less the matrix's
+        <variant>_baseline_ssim_margin and _psnr_margin: a quantized pipeline moves with the path the
+        way BF16 does. The figures go into the case's record (paths: similarity_<step>_to_bf16)."""
+        import dataclasses
+
+        from quantgate.case.session import image_key
+        from quantgate.gate.image_check import problems, similarity
+
+        made = self.take_path(case, name)["images"][step]
+        defaults = self.defaults()
+        ssim_m, psnr_m = defaults[f"{variant}_baseline_ssim_margin"], defaults[f"{variant}_baseline_psnr_margin"]
+        own = self.expectation(case)
+        lower = (lambda floor, m: None if floor is None else floor - m)
+        floors = dataclasses.replace(own, ssim_min=lower(own.ssim_min, ssim_m), psnr_min=lower(own.psnr_min, psnr_m),
+                                     ssim_frame_min=lower(own.ssim_frame_min, ssim_m),
+                                     psnr_frame_min=lower(own.psnr_frame_min, psnr_m),
+                                     temporal_ratio_min=None, temporal_ratio_max=None)
+        figures, found = {}, []
+        for prompt, seed in case.model.path_images_pairs():
+            key = image_key(prompt.id, seed)
+            sim = similarity(case, self.baseline(case, prompt, seed, variant), made[key])
+            figures[key] = sim.as_dict()
+            saved = self.save_image(case, f"{key}-{name}-{step}", made[key])
+            found += problems(key, sim, floors, saved)
+        self.runner.record(case).paths.setdefault(name, {})[f"similarity_{step}_to_bf16"] = figures
+        assert not found, (
+            f"the {name} path's images ({step}) drifted from BF16's with the same {variant} (baselines "
+            f"{variant}/): the case's image floors less {ssim_m} SSIM and {psnr_m} dB (matrix.toml "
+            f"{variant}_baseline_ssim_margin, _psnr_margin):\n  " + "\n  ".join(found))
 
     def path_moved_ssim(self, case: Case, name: str, step: str) -> float:
         """The lowest SSIM of path `name`'s `step` images against the fresh load's (1.0: unmoved);

@@ -219,9 +219,11 @@ def markdown(records: list[CaseRecord], environment: dict, started: str) -> str:
         records, "lora", "LoRA",
         "A synthetic rank-4 LoRA on the denoiser's attention projections, loaded onto the quantized pipeline "
         "(quantgate.paths.lora): the lowest SSIM of its images against the fresh load's (how far it moves "
-        "them), whether weight 0, unloading and unfusing give back the images they should, and the bytes "
-        "the adapter adds.",
-        ("case", "moved to SSIM", "weight 0", "unloaded", "fuse, unfuse", "adapter bytes"), _lora_row)
+        "them), the lowest SSIM against BF16's images with the same LoRA (its baselines' lora/ variant), "
+        "whether weight 0, unloading and unfusing give back the images they should, and the bytes the "
+        "adapter adds.",
+        ("case", "moved to SSIM", "SSIM to BF16 + LoRA", "weight 0", "unloaded", "fuse, unfuse", "adapter bytes"),
+        _lora_row)
     lines += _path_section(
         records, "compile", "Compile",
         "torch.compile of the denoiser with fullgraph=True and error_on_recompile (quantgate.paths.compile): "
@@ -259,7 +261,9 @@ def _round_trip_row(r: CaseRecord, t: dict) -> tuple[str, ...]:
 def _lora_row(r: CaseRecord, t: dict) -> tuple[str, ...]:
     moved = [v.get("ssim", 1.0) for v in (t.get("similarity_lora") or {}).values()]
     fuse = (t.get("errors") or {}).get("fuse")
-    return (_fmt(min(moved), ".4f") if moved else "-", _same(t.get("similarity_weight_zero")),
+    to_bf16 = [v["ssim"] for v in (t.get("similarity_lora_to_bf16") or {}).values() if v.get("ssim") is not None]
+    return (_fmt(min(moved), ".4f") if moved else "-", _fmt(min(to_bf16), ".4f") if to_bf16 else "-",
+            _same(t.get("similarity_weight_zero")),
             _same(t.get("similarity_unloaded")),
             "fails: " + fuse.split(":")[0] if fuse else _same(t.get("similarity_unfused_to_lora")),
             _fmt(t.get("adapter_bytes"), ","))

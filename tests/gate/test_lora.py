@@ -15,6 +15,10 @@ def test_lora_loads_onto_the_quantized_pipeline_and_moves_its_images(qg, qg_lora
         "LoRA that is applied moves them below (matrix.toml lora_moved_ssim_max): the LoRA is not applied")
 
 
+def test_lora_moves_the_images_as_it_moves_bf16s(qg, qg_lora_case):
+    qg.check_path_images_against_baseline(qg_lora_case, "lora", "lora", variant="lora")
+
+
 def test_lora_at_weight_zero_and_unloaded_gives_the_fresh_images_back(qg, qg_lora_case):
     qg.check_path_images(qg_lora_case, "lora", "weight_zero")
     qg.check_path_images(qg_lora_case, "lora", "unloaded")

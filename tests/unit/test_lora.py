@@ -45,13 +45,20 @@ def test_a_lora_that_is_silently_not_applied_fails_with_the_figure(planted_paths
     assert any(line.startswith("FAILED") and node in line for line in stdout.splitlines()), stdout[-3000:]
     assert ("with the LoRA loaded the images are at SSIM 1.0000 of the fresh load's, above the" in stdout
             and "the LoRA is not applied" in stdout)
+    # and its images are not BF16's with the same LoRA: the test against that baseline fails too, with the figures
+    node = "test_lora_moves_the_images_as_it_moves_bf16s[tiny-flux-torchao-int8wo-cpu]"
+    assert any(line.startswith("FAILED") and node in line for line in stdout.splitlines()), stdout[-3000:]
+    assert "the lora path's images (lora) drifted from BF16's with the same lora (baselines lora/)" in stdout
+    assert "fox-s0: SSIM 0." in stdout and "< floor" in stdout
 
 
 def test_an_applied_lora_passes_and_is_recorded(planted_paths):
     stdout, records, md = planted_paths
     assert "float8wo" not in "".join(line for line in stdout.splitlines() if line.startswith("FAILED"))
     tests = {t: outcome for t, outcome in records["torchao-float8wo"]["tests"].items() if "lora" in t}
-    assert set(tests.values()) == {"passed"} and len(tests) == 3, tests
+    assert set(tests.values()) == {"passed"} and len(tests) == 4, tests
     lora = records["torchao-float8wo"]["paths"]["lora"]
     assert lora["adapter_bytes"] == 81_920 and lora["unloaded_bytes"] == 0     # rank-4 A and B of every attention projection, in BF16
     assert "| tiny-flux-torchao-float8wo-cpu | 0.9" in md.split("## LoRA")[1]
+    to_bf16 = lora["similarity_lora_to_bf16"]["fox-s0"]["ssim"]         # BF16 with the same LoRA: close, not equal
+    assert 0.99 < to_bf16 < 1.0, to_bf16
