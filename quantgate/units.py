@@ -17,3 +17,9 @@ def gib(value: int | float | None) -> str:
     if value is None:
         return "?"
     return f"{value / GIB:.2f} GiB" if value >= GIB / 10 else f"{value / MIB:.2f} MiB"
+
+
+def distinct_digits(value: float, bound: float, least: int = 2, most: int = 6) -> int:
+    """The fewest decimals (at least `least`) at which `value` and `bound` read differently, so that
+    a failure never says "3.77x, over the ceiling of 3.77x"; `most` where they agree that far."""
+    return next((d for d in range(least, most + 1) if f"{value:.{d}f}" != f"{bound:.{d}f}"), most)

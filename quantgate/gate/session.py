@@ -603,7 +603,7 @@ class GateSession:
             measured[key] = (sim, self.save_image(case, key, images[key]))
         expected = self.expectation(case)
         found = [p for key, (sim, saved) in measured.items() for p in problems(key, sim, expected, saved)]
-        assert not found, "image drifted from the BF16 baseline:\n  " + "\n  ".join(found)
+        assert not found, "image drifted from the BF16 baseline: " + "\n  ".join(found)   # the first line has the figures
 
     def take_path(self, case: Case, name: str) -> dict:
         """Take regression path `name` (quantgate.paths) for the case, once: what it returned, its
@@ -696,9 +696,9 @@ class LatencyRatio(NamedTuple):
     reference_ms_per_step: float    # the reference's fastest call, per step
     clock: str                      # 'cpu' (CPU time) or 'wall'
 
-    def describe(self) -> str:
+    def describe(self, digits: int = 2) -> str:
         what = "ms of CPU time" if self.clock == "cpu" else "ms"
-        return (f"{self.ms_per_step:.1f} {what} per step (fastest call) is {self.ratio:.2f}x BF16's "
+        return (f"{self.ms_per_step:.1f} {what} per step (fastest call) is {self.ratio:.{digits}f}x BF16's "
                 f"{self.reference_ms_per_step:.1f} {what}")
 
 
