@@ -523,6 +523,29 @@ class GateSession:
         return LatencyRatio(min(calls) / min(theirs), min(calls) / mine.steps * 1000.0,
                             min(theirs) / mine.steps * 1000.0, clock)
 
+    def latency_ratio_again(self, case: Case) -> "LatencyRatio":
+        """The same ratio over a second window: the model's latency_rounds more calls of the case,
+        alternating with its yardstick's (or after as many of the reference's), judged on these
+        calls alone. A shared host can slow one window (a CPU case's ratio once read 1.50x where its
+        runs before and after read 1.07-1.08x, 2026-12-02); a slowdown of the stack shows in both.
+        Every call stays in the case's record."""
+        from quantgate.results.record import latency_clock, timed_calls
+
+        reference = self.reference_of(case)
+        rounds = self.latency_rounds(case)
+        mine, theirs_rec = self.runner.record(case), self.runner.record(reference)
+        clock = latency_clock(mine)
+        before = [len(x) for x in timed_calls(mine, theirs_rec, clock)]
+        for _ in range(rounds):
+            if self.uses_yardstick(case):
+                self.reference_beside(case)()
+            else:
+                self.denoise(reference)
+            self.denoise(case)
+        calls, theirs = (x[n:] for x, n in zip(timed_calls(mine, theirs_rec, clock), before))
+        return LatencyRatio(min(calls) / min(theirs), min(calls) / mine.steps * 1000.0,
+                            min(theirs) / mine.steps * 1000.0, clock)
+
     def release(self, case: Case):
         """Close the case and say what it left behind (quantgate.case.leaks.Release; None if it never started)."""
         self.data()
