@@ -520,8 +520,7 @@ class GateSession:
                 self.denoise(case)
         clock = latency_clock(mine)
         calls, theirs = timed_calls(mine, self.runner.record(reference), clock)
-        return LatencyRatio(min(calls) / min(theirs), min(calls) / mine.steps * 1000.0,
-                            min(theirs) / mine.steps * 1000.0, clock)
+        return LatencyRatio.of(calls, theirs, mine.steps, clock)
 
     def latency_ratio_again(self, case: Case) -> "LatencyRatio":
         """The same ratio over a second window: the model's latency_rounds more calls of the case,
@@ -543,8 +542,7 @@ class GateSession:
                 self.denoise(reference)
             self.denoise(case)
         calls, theirs = (x[n:] for x, n in zip(timed_calls(mine, theirs_rec, clock), before))
-        return LatencyRatio(min(calls) / min(theirs), min(calls) / mine.steps * 1000.0,
-                            min(theirs) / mine.steps * 1000.0, clock)
+        return LatencyRatio.of(calls, theirs, mine.steps, clock)
 
     def release(self, case: Case):
         """Close the case and say what it left behind (quantgate.case.leaks.Release; None if it never started)."""
@@ -718,6 +716,12 @@ class LatencyRatio(NamedTuple):
     ms_per_step: float              # the case's fastest call, per step
     reference_ms_per_step: float    # the reference's fastest call, per step
     clock: str                      # 'cpu' (CPU time) or 'wall'
+
+    @classmethod
+    def of(cls, calls: list, theirs: list, steps: int, clock: str) -> "LatencyRatio":
+        """The fastest of the case's `calls` over the fastest of the reference's `theirs` (seconds of
+        `clock`), each also per step in ms."""
+        return cls(min(calls) / min(theirs), min(calls) / steps * 1000.0, min(theirs) / steps * 1000.0, clock)
 
     def describe(self, digits: int = 2) -> str:
         what = "ms of CPU time" if self.clock == "cpu" else "ms"

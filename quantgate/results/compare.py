@@ -202,12 +202,10 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
     unit = (lambda v: f"{v * 1000:.1f} ms") if basis == "absolute" else (lambda v: f"{v:.2f}x BF16")
     what = "median denoising call (absolute)" if basis == "absolute" else "denoising time as a ratio to BF16"
     overlap = _pairs_overlap(b, c) if on_cpu and basis == "ratio" and th["cpu_latency_separated"] else None
+    detail = f"{what} slower by more than {slower:.0%}"
     if overlap:
-        out.append(Finding(case, "latency", f"{what} slower by more than {slower:.0%}, but within the calls' own "
-                           f"spread ({overlap}): not judged a regression", unit(x), unit(y), _pct(x, y),
-                           regression=False))
-    else:
-        out.append(Finding(case, "latency", f"{what} slower by more than {slower:.0%}", unit(x), unit(y), _pct(x, y)))
+        detail += f", but within the calls' own spread ({overlap}): not judged a regression"
+    out.append(Finding(case, "latency", detail, unit(x), unit(y), _pct(x, y), regression=overlap is None))
     return out
 
 

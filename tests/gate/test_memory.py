@@ -10,7 +10,7 @@ import pytest
 def test_quantization_takes_effect(qg, qg_quantized_case):
     record = qg.load(qg_quantized_case)
     shrink_max = qg.defaults()["shrink_ratio_max"]
-    unshrunk = []                       # every component that did not shrink, not only the first
+    unshrunk: dict[str, str] = {}       # every component that did not shrink, not only the first
     for component in qg_quantized_case.components:
         held = record.weights[component]["bytes"]
         reference = record.reference_bytes.get(component)
@@ -18,11 +18,11 @@ def test_quantization_takes_effect(qg, qg_quantized_case):
             pytest.fail(f"no BF16 reference bytes for {component}: the reference case did not load", pytrace=False)
         ratio = held / reference
         if ratio > shrink_max:
-            unshrunk.append(f"{component}: it holds {held:,} bytes, {ratio:.1%} of its {reference:,} BF16 bytes; "
-                            f"{record.weights[component]['quantized_tensors']} of {record.weights[component]['tensors']} "
-                            "tensors are quantized")
-    assert not unshrunk, (f"quantization did not take effect on {', '.join(u.split(':')[0] for u in unshrunk)} "
-                          f"(limit {shrink_max:.0%} of BF16's bytes): " + "; ".join(unshrunk))
+            unshrunk[component] = (f"it holds {held:,} bytes, {ratio:.1%} of its {reference:,} BF16 bytes; "
+                                   f"{record.weights[component]['quantized_tensors']} of "
+                                   f"{record.weights[component]['tensors']} tensors are quantized")
+    assert not unshrunk, (f"quantization did not take effect on {', '.join(unshrunk)} (limit {shrink_max:.0%} of "
+                          "BF16's bytes): " + "; ".join(f"{c}: {why}" for c, why in unshrunk.items()))
 
 
 def test_weight_bytes_within_ceiling(qg, qg_case):
