@@ -75,16 +75,18 @@ def cmd_regen_baselines(args) -> int:
                 bar.update()
                 bar.set_postfix_str(f"loading '{reference.id}' and making {len(spec.images())} image(s)")
                 images = runner.images(case)
-                bar.set_postfix_str("the same with the lora path's synthetic LoRA")
-                variants = {"lora": runner.take_path(case, "lora")["images"]["lora"]}
+                variants = {}
+                if spec.takes_path("lora"):
+                    bar.set_postfix_str("the same with the lora path's synthetic LoRA")
+                    variants["lora"] = runner.take_path(case, "lora")["images"]["lora"]
                 bar.update()
                 record = runner.record(case)
                 bar.set_postfix_str("writing the set")
                 written = store.write_set(spec, reference, record.hardware, images, record.environment,
                                           identity(spec, folder), variants)
                 bar.update()
-            print(f"{spec.name}: {len(images)} baseline(s) and {len(variants['lora'])} with the LoRA from "
-                  f"'{reference.id}' written to {written}")
+            lora = f" and {len(variants['lora'])} with the LoRA" if variants else " (the model takes no lora path)"
+            print(f"{spec.name}: {len(images)} baseline(s){lora} from '{reference.id}' written to {written}")
     finally:
         runner.close()
     return 0

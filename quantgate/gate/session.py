@@ -33,10 +33,10 @@ CASE_FIXTURES = {
     "qg_quantized_case": lambda c: not c.config.is_reference,
     "qg_reference_case": lambda c: c.config.is_reference,
     "qg_cuda_case": lambda c: c.device == "cuda",
-    "qg_roundtrip_case": lambda c: "roundtrip" in c.config.paths,
-    "qg_lora_case": lambda c: "lora" in c.config.paths,
-    "qg_compile_case": lambda c: "compile" in c.config.paths,
-    "qg_previous_case": lambda c: "previous" in c.config.paths,
+    "qg_roundtrip_case": lambda c: "roundtrip" in c.paths,
+    "qg_lora_case": lambda c: "lora" in c.paths,
+    "qg_compile_case": lambda c: "compile" in c.paths,
+    "qg_previous_case": lambda c: "previous" in c.paths,
 }
 
 
@@ -259,7 +259,7 @@ class GateSession:
             taken = [n for n in path_names() if item.get_closest_marker(n)]
             if not taken:
                 return 0, 0
-            return 1, case.config.paths.index(taken[0]) if taken[0] in case.config.paths else len(case.config.paths)
+            return 1, case.paths.index(taken[0]) if taken[0] in case.paths else len(case.paths)
 
         kept.sort(key=lambda pair: (-1, 0, 0) if pair[1] is None else (order[pair[1].id], *rank(*pair)))
         items[:] = [item for item, _ in kept]

@@ -80,6 +80,7 @@ class ModelSpec:
     cpu_threads: int | None = None              # torch threads of a case's process on a CPU (default: torch's)
     lora_strength: float = 0.5                  # scale of the lora path's synthetic LoRA (quantgate.paths.lora)
     path_images: int = 1                        # images a regression path makes at each step: the first pairs of images()
+    paths: tuple[str, ...] | None = None        # the regression paths its cases may take (default: all their configuration's)
     call: dict = field(default_factory=dict, compare=False)  # the family's free call arguments (num_frames, ...)
     known_failures: dict = field(default_factory=dict, compare=False)  # configuration id -> its KnownFailures here
 
@@ -113,6 +114,10 @@ class ModelSpec:
     def timed_rounds(self, defaults: dict) -> int:
         """Timed denoising calls per case: the model's latency_rounds, else the matrix's [defaults]."""
         return self.latency_rounds or defaults["latency_rounds"]
+
+    def takes_path(self, name: str) -> bool:
+        """Whether this model's cases take regression path `name` where their configuration names it."""
+        return self.paths is None or name in self.paths
 
     def path_images_pairs(self) -> list[tuple[Prompt, int]]:
         """The (prompt, seed) pairs a regression path makes images of at each of its steps: the first
@@ -180,6 +185,7 @@ MODEL_FIELDS = [
     Field("cpu_threads", int, required=False, check=lambda v: None if v >= 1 else "must be at least 1"),
     Field("lora_strength", float, required=False, default=0.5, check=lambda v: None if v > 0 else "must be positive"),
     Field("path_images", int, required=False, default=1, check=lambda v: None if v >= 1 else "must be at least 1"),
+    Field("paths", list, item_kind=str, required=False, check=lambda v: _paths_problem(v)),
     Field("call", dict, required=False, default=dict),
     Field("known_failures", dict, required=False, default=dict),
 ]
@@ -245,6 +251,7 @@ def load_models(fixtures_dir: Path) -> dict[str, ModelSpec]:
             latency_rounds=v["latency_rounds"], cpu_float32=tuple(v["cpu_float32"]),
             latency_steps=v["latency_steps"], cpu_threads=v["cpu_threads"], call=dict(v["call"]),
             lora_strength=v["lora_strength"], path_images=v["path_images"],
+            paths=tuple(v["paths"]) if v["paths"] is not None else None,
             known_failures=known_here)
     if not models:
         raise DataFileError(path, None, None, "defines no model")
@@ -518,6 +525,11 @@ class Case:
         this device (both may name tests of their own: quanto's pipeline round trip, FLUX's LoRA)."""
         entries = (*self.model.known_failures.get(self.config.id, ()), self.config.known_failure)
         return [k for k in entries if k is not None and (not k.devices or self.device in k.devices)]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The regression paths the case takes, in order: its configuration's, of those its model takes."""
+        return tuple(p for p in self.config.paths if self.model.takes_path(p))
 
     @property
     def components(self) -> tuple[str, ...]:

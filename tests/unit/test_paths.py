@@ -34,6 +34,25 @@ def test_an_unknown_path_is_refused_with_the_registered_ones(fixtures_copy):
         load_matrix(fixtures_copy, load_models(fixtures_copy))
 
 
+def test_a_model_takes_only_the_paths_it_names_and_the_full_size_ones_take_no_lora():
+    models = load_models(REPO / "fixtures")
+    cases = build_cases(models, load_matrix(REPO / "fixtures", models))
+    for case in cases:
+        assert case.paths == tuple(p for p in case.config.paths if case.model.takes_path(p)), case.id
+    full_size = [c for c in cases if c.model.name == "flux-dev-synth" and not c.config.is_reference]
+    assert full_size and all("lora" not in c.paths and "compile" in c.paths for c in full_size)
+    assert any("lora" in c.paths for c in cases if c.model.name == "tiny-flux")
+
+
+def test_a_model_naming_an_unknown_path_is_refused_with_the_registered_ones(fixtures_copy):
+    models = fixtures_copy / "models.toml"
+    shipped = 'paths = ["compile", "roundtrip", "previous"]'
+    assert shipped in models.read_text()
+    models.write_text(models.read_text().replace(shipped, shipped.replace("compile", "compiled"), 1))
+    with pytest.raises(DataFileError, match=r"field 'paths': unknown regression path 'compiled' \(registered: "):
+        load_models(fixtures_copy)
+
+
 def _failure(stdout: str, test: str, config: str) -> str:
     """The report of `test` of tiny-flux's `config` case, which must have failed."""
     node = f"{test}[tiny-flux-{config}-cpu]"
