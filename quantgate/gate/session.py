@@ -646,7 +646,7 @@ class GateSession:
     def check_path_images_against_baseline(self, case: Case, name: str, step: str, variant: str) -> None:
         """Path `name`'s `step` images against the BF16 reference's baselines of that `variant` (the
         reference taken down the same path), judged by the case's own image floors less the matrix's
-        <variant>_baseline_ssim_margin and _psnr_margin: a quantized pipeline moves with the path the
+        <variant>_baseline_ssim_margin and _psnr_margin of its device: a quantized pipeline moves with the path the
         way BF16 does. The figures go into the case's record (paths: similarity_<step>_to_bf16)."""
         import dataclasses
 
@@ -655,7 +655,8 @@ class GateSession:
 
         made = self.take_path(case, name)["images"][step]
         defaults = self.defaults()
-        ssim_m, psnr_m = defaults[f"{variant}_baseline_ssim_margin"], defaults[f"{variant}_baseline_psnr_margin"]
+        ssim_m = defaults[f"{variant}_baseline_ssim_margin"][case.device]
+        psnr_m = defaults[f"{variant}_baseline_psnr_margin"][case.device]
         own = self.expectation(case)
         lower = (lambda floor, m: None if floor is None else floor - m)
         floors = dataclasses.replace(own, ssim_min=lower(own.ssim_min, ssim_m), psnr_min=lower(own.psnr_min, psnr_m),
@@ -674,6 +675,22 @@ class GateSession:
             f"the {name} path's images ({step}) drifted from BF16's with the same {variant} (baselines "
             f"{variant}/): the case's image floors less {ssim_m} SSIM and {psnr_m} dB (matrix.toml "
             f"{variant}_baseline_ssim_margin, _psnr_margin):\n  " + "\n  ".join(found))
+
+    def lora_fused_floor(self, case: Case) -> float:
+        """The SSIM a fused (or unfused) LoRA's images keep to the unfused LoRA's, the higher of two
+        floors. One: the matrix's lora_fused_ssim_min, or the case's own image floor less
+        lora_fused_ssim_margin where that is lower; fusing quantizes W + BA afresh in the weights'
+        format, which rounds it about as far as quantizing rounded BF16's weights, so a 4-bit case
+        rounds further than an int8 one. Two: the fused images close all but lora_fused_gap_max of
+        the gap the LoRA opened from the fresh load's (1 - SSIM); a fuse that is not applied, or an
+        unfuse that leaves BA in, closes none of it, however little the LoRA moved the images."""
+        defaults = self.defaults()
+        own = self.expectation(case).ssim_min
+        rounding = defaults["lora_fused_ssim_min"]
+        if own is not None:
+            rounding = min(rounding, own - defaults["lora_fused_ssim_margin"])
+        moved = self.path_moved_ssim(case, "lora", "lora")
+        return round(max(rounding, 1 - defaults["lora_fused_gap_max"] * (1 - moved)), 4)
 
     def path_moved_ssim(self, case: Case, name: str, step: str) -> float:
         """The lowest SSIM of path `name`'s `step` images against the fresh load's (1.0: unmoved);

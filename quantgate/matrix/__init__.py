@@ -386,10 +386,14 @@ DEFAULTS_FIELDS = [
           check=lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
     Field("lora_fused_ssim_min", float, required=False, default=0.99,
           check=lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
-    Field("lora_baseline_ssim_margin", float, required=False, default=0.0,
+    Field("lora_fused_ssim_margin", float, required=False, default=0.0,
           check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
-    Field("lora_baseline_psnr_margin", float, required=False, default=0.0,
-          check=lambda v: None if v >= 0 else "must not be negative"),
+    Field("lora_fused_gap_max", float, required=False, default=1.0,
+          check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+    Field("lora_baseline_ssim_margin", dict, required=False, default=lambda: {d: 0.0 for d in DEVICES},
+          check=lambda v: _per_device_problem(v, float) or _range_problem(v, 0, 1)),
+    Field("lora_baseline_psnr_margin", dict, required=False, default=lambda: {d: 0.0 for d in DEVICES},
+          check=lambda v: _per_device_problem(v, float) or _range_problem(v, 0, None)),
     Field("compile_backend", dict, required=False, default=lambda: {"cpu": "aot_eager", "cuda": "inductor"},
           check=lambda v: _per_device_problem(v, str)),
     Field("compile_emulate_precision_casts", bool, required=False, default=True),
@@ -405,6 +409,14 @@ def _per_device_problem(value: dict, kind: type) -> str | None:
     bad = [k for k, v in value.items() if not isinstance(v, (int, float) if kind is float else kind) or isinstance(v, bool)]
     if bad:
         return f"{bad[0]}: must be a {kind.__name__}"
+    return None
+
+
+def _range_problem(value: dict, low: float, high: float | None) -> str | None:
+    """A per-device table's values in [low, high) (high None: no upper bound)."""
+    bad = [k for k, v in value.items() if v < low or (high is not None and v >= high)]
+    if bad:
+        return f"{bad[0]}: must be in [{low}, {high})" if high is not None else f"{bad[0]}: must not be below {low}"
     return None
 
 

@@ -27,7 +27,7 @@ def test_lora_at_weight_zero_and_unloaded_gives_the_fresh_images_back(qg, qg_lor
 def test_lora_fuses_into_the_weights_and_unfuses(qg, qg_lora_case):
     errors = qg.take_path(qg_lora_case, "lora")["errors"]
     assert "fuse" not in errors, f"fuse_lora/unfuse_lora failed: {errors.get('fuse')}"
-    floor = qg.defaults()["lora_fused_ssim_min"]      # fusing rounds W + BA into the weights' own format
+    floor = qg.lora_fused_floor(qg_lora_case)     # fusing rounds W + BA into the weights' own format
     qg.check_path_images(qg_lora_case, "lora", "fused", against="lora", ssim_min=floor)
     qg.check_path_images(qg_lora_case, "lora", "unfused", against="lora", ssim_min=floor)
     qg.check_path_images(qg_lora_case, "lora", "unfused_unloaded", ssim_min=floor)   # the base weights came back
