@@ -62,3 +62,31 @@ def test_an_applied_lora_passes_and_is_recorded(planted_paths):
     assert "| tiny-flux-torchao-float8wo-cpu | 0.9" in md.split("## LoRA")[1]
     to_bf16 = lora["similarity_lora_to_bf16"]["fox-s0"]["ssim"]         # BF16 with the same LoRA: close, not equal
     assert 0.99 < to_bf16 < 1.0, to_bf16
+
+
+def _fuse_floor(case_ssim_min: float | None, moved: float) -> float:
+    """GateSession.lora_fused_floor for a case with image floor `case_ssim_min` whose LoRA moved its
+    images to SSIM `moved`, under the shipped matrix's defaults."""
+    import types
+
+    from quantgate.gate.session import GateSession
+    from quantgate.matrix import load_defaults
+
+    gate = GateSession.__new__(GateSession)
+    defaults = load_defaults(REPO / "fixtures")
+    gate.defaults = lambda: defaults
+    gate.expectation = lambda case: types.SimpleNamespace(ssim_min=case_ssim_min)
+    gate.path_moved_ssim = lambda case, name, step: moved
+    return gate.lora_fused_floor(None)
+
+
+@pytest.mark.parametrize(("case_ssim_min", "moved", "fused", "passes"), [
+    (0.9957, 0.78, 0.9964, True),    # int8 (tiny-sdxl bnb-int8, H200): rounds little, held near 0.99
+    (0.9957, 0.78, 0.95, False),     # ... so an int8 fuse that drifts to 0.95 fails
+    (0.8798, 0.7452, 0.9294, True),  # bnb fp4 (tiny-sdxl, H200): re-quantizing W + BA rounds as far as 4 bits do
+    (0.8798, 0.7452, 0.7452, False),  # ... but a fuse that is not applied reads the LoRA's move, and fails
+    (0.9032, 0.9364, 0.9364, False),  # bnb nf4 on tiny-sd3, whose LoRA moves little: not applied still fails
+    (None, 0.60, 0.99, True),        # no image floor (the reference): the matrix's 0.99
+])
+def test_the_fuse_floor_passes_rounding_and_fails_a_fuse_that_is_not_applied(case_ssim_min, moved, fused, passes):
+    assert (fused >= _fuse_floor(case_ssim_min, moved)) is passes
