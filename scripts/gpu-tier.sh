@@ -23,7 +23,7 @@ mkdir -p "$out"
   python3 - <<'PY'
 import importlib.metadata as md, platform, torch
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
-for p in ("diffusers", "transformers", "accelerate", "torchao", "optimum-quanto", "bitsandbytes", "gguf"):
+for p in ("diffusers", "transformers", "accelerate", "torchao", "optimum-quanto", "bitsandbytes", "gguf", "peft"):
     try:
         print(p, md.version(p))
     except md.PackageNotFoundError:
