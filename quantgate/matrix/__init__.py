@@ -289,7 +289,7 @@ class BackendConfig:
     devices: tuple[str, ...]
     models: tuple[str, ...] | None
     timeout_s: float
-    known_failure: KnownFailure | None
+    known_failures: tuple[KnownFailure, ...]   # matrix.toml known_failure: one table, or a list of them
     description: str
     memory_limit_gib: float | None = None
     paths: tuple[str, ...] = ()     # regression paths its quantized cases take (quantgate.paths)
@@ -366,7 +366,9 @@ CONFIG_FIELDS = [
     Field("models", list, item_kind=str, required=False),
     Field("timeout_s", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
     Field("memory_limit_gib", float, required=False, check=lambda v: None if v > 0 else "must be positive"),
-    Field("known_failure", dict, required=False),
+    Field("known_failure", (dict, list), required=False,
+          check=lambda v: None if isinstance(v, dict) or (v and all(isinstance(k, dict) for k in v))
+          else "must be a table {match, reason, ...}, or a non-empty list of them"),
     Field("description", str, required=False, default=""),
     Field("paths", list, item_kind=str, required=False, check=_paths_problem),
 ]
@@ -426,6 +428,21 @@ def load_defaults(fixtures_dir: Path) -> dict:
     return check_entry(path, "defaults", read_toml(path).get("defaults", {}), DEFAULTS_FIELDS)
 
 
+def _refuse_overlapping(path: Path, name: str, known: tuple[KnownFailure, ...]) -> None:
+    """A configuration's known failures may not both hold for one test (or for the case) on one device:
+    which one the gate applied would depend on their order."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, k in enumerate(known):
+        for test in k.tests or ("",):
+            for device in k.devices or DEVICES:
+                if (test, device) in seen:
+                    what = f"test {test!r}" if test else "the case"
+                    raise DataFileError(path, f"{name}.known_failure[{i}]", "test",
+                                        f"{what} on {device} already has a known failure, entry "
+                                        f"[{seen[test, device]}] of this configuration; one entry per test and device")
+                seen[test, device] = i
+
+
 def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[BackendConfig]:
     from quantgate.backends import check_settings  # the backend module owns its settings' schema
 
@@ -475,17 +492,19 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
         if problem:
             field_name, text = problem
             raise DataFileError(path, name, f"settings.{field_name}" if field_name else "settings", text)
-        known = None
-        if v["known_failure"] is not None:
-            kf = check_entry(path, name, v["known_failure"], KNOWN_FAILURE_FIELDS)
-            known = KnownFailure.from_entry(kf)
+        raw_known = v["known_failure"]
+        raw_known = [] if raw_known is None else [raw_known] if isinstance(raw_known, dict) else raw_known
+        known = tuple(KnownFailure.from_entry(check_entry(
+            path, name if len(raw_known) == 1 else f"{name}.known_failure[{i}]", kf, KNOWN_FAILURE_FIELDS))
+            for i, kf in enumerate(raw_known))
+        _refuse_overlapping(path, name, known)
         configs.append(BackendConfig(
             id=v["id"], backend=v["backend"], route=v["route"], placement=v["placement"], load_on=v["load_on"],
             components=tuple(v["components"]),
             settings=v["settings"], markers=tuple(v["markers"]), devices=tuple(v["devices"]),
             models=tuple(v["models"]) if v["models"] is not None else None,
             timeout_s=v["timeout_s"] if v["timeout_s"] is not None else defaults["timeout_s"],
-            known_failure=known, description=v["description"],
+            known_failures=known, description=v["description"],
             paths=() if v["backend"] == "none" else tuple(v["paths"] if v["paths"] is not None else defaults["paths"]),
             memory_limit_gib=v["memory_limit_gib"] if v["memory_limit_gib"] is not None else defaults["memory_limit_gib"]))
     known = {c.id for c in configs}
@@ -533,10 +552,10 @@ class Case:
         return next((k for k in self._known() if test in k.tests), None)
 
     def _known(self) -> list[KnownFailure]:
-        """The model's entry for the configuration, then the configuration's own, where they hold on
+        """The model's entries for the configuration, then the configuration's own, where they hold on
         this device (both may name tests of their own: quanto's pipeline round trip, FLUX's LoRA)."""
-        entries = (*self.model.known_failures.get(self.config.id, ()), self.config.known_failure)
-        return [k for k in entries if k is not None and (not k.devices or self.device in k.devices)]
+        entries = (*self.model.known_failures.get(self.config.id, ()), *self.config.known_failures)
+        return [k for k in entries if not k.devices or self.device in k.devices]
 
     @property
     def paths(self) -> tuple[str, ...]:

@@ -139,6 +139,49 @@ def test_entries_for_other_tests_of_one_configuration_all_hold():
     assert cases["tiny-wan-quanto-int8-cpu"].known_test_failure("test_lora_fuses_into_the_weights_and_unfuses")
 
 
+def test_a_configuration_may_hold_several_known_failures_each_for_its_own_tests_on_every_family():
+    """quanto int4 on the H200: its fuse leaves the weights unfused, and its compile fails, on every
+    family (matrix.toml, written once); bf16 on the same cases has none."""
+    models = load_models(REPO / "fixtures")
+    cases = {c.id: c for c in build_cases(models, load_matrix(REPO / "fixtures", models))}
+    compiles, fuses = "test_denoiser_compiles_in_one_graph_and_never_recompiles", "test_lora_fuses_into_the_weights_and_unfuses"
+    for model in ("tiny-sd3", "tiny-sdxl", "tiny-qwenimage"):
+        case = cases[f"{model}-quanto-int4-cuda"]
+        assert case.known_test_failure(compiles).matches("RuntimeError when making fake tensor call ... should be the same")
+        assert case.known_test_failure(fuses).matches("the LoRA's images (fused) are not within SSIM")
+        assert case.known_failure is None
+        assert cases[f"{model}-bf16-cuda"].known_test_failure(compiles) is None
+    assert cases["tiny-sd3-torchao-int8dq-cuda"].known_test_failure(compiles).matches("self.size(0) needs to be greater than 16, but got 2")
+    assert cases["tiny-sd3-torchao-int8dq-cpu"].known_test_failure(compiles) is None
+
+
+def _matrix_with(fixtures, old, new):
+    path = fixtures / "matrix.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return lambda: load_matrix(fixtures, load_models(fixtures))
+
+
+def test_two_known_failures_of_one_configuration_for_one_test_on_one_device_are_refused(all_fixtures_copy):
+    """torchao int8dq's compile tests already have a CUDA entry; a second for one of them is ambiguous."""
+    path = all_fixtures_copy / "matrix.toml"
+    text = path.read_text()
+    end = text.index("\n\n", text.index('id = "torchao-int8dq"'))
+    path.write_text(text[:end] + '\n[[config.known_failure]]\ntest = "test_compiled_denoise_latency"\nmatch = "x"\n'
+                    'reason = "planted"\ndevices = ["cuda"]' + text[end:])
+    with pytest.raises(DataFileError, match=r"entry 'torchao-int8dq\.known_failure\[1\]': field 'test': test "
+                                            r"'test_compiled_denoise_latency' on cuda already has a known failure, entry \[0\]"):
+        load_matrix(all_fixtures_copy, load_models(all_fixtures_copy))
+
+
+def test_a_known_failure_list_of_other_than_tables_is_refused(all_fixtures_copy):
+    line = 'description = "pipeline-level: denoiser and big text encoder through one PipelineQuantizationConfig"\n'
+    load = _matrix_with(all_fixtures_copy, line, line + 'known_failure = ["fails"]\n')
+    with pytest.raises(DataFileError, match=r"torchao-int8wo-pipeline.*'known_failure'.*a non-empty list of them"):
+        load()
+
+
 @pytest.mark.parametrize("match", ["[]", '[""]', "3", '["a", 3]'])
 def test_a_known_failure_without_a_text_to_match_is_refused(all_fixtures_copy, match):
     load = _models_with(all_fixtures_copy, 'match = "input_tensor must be 1x128 scaled"', f"match = {match}")
