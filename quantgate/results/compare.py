@@ -212,11 +212,20 @@ def _figures(case: str, b: CaseRecord, c: CaseRecord, base: Run, cand: Run, th: 
 def _pairs_overlap(b: CaseRecord, c: CaseRecord) -> str | None:
     """Where a CPU case's timed calls alternated with its yardstick's, each call over the yardstick
     call beside it is one ratio. A slowdown is told from a shared host's noise only where the
-    candidate's fastest such ratio is above the base's slowest: said otherwise (a str), or None."""
-    pb, pc = pair_ratios(b), pair_ratios(c)
-    if not pb or not pc or min(pc) > max(pb):
+    candidate's fastest such ratio is above the base's slowest: said otherwise (a str), or None.
+    With three pairs or more a side, its one most extreme pair is left out (the candidate's fastest,
+    the base's slowest): one call or yardstick call that a neighbour slowed neither hides a slowdown
+    nor makes one. In a fresh-clone CI run the planted 2x slowdown read 2.16-2.40x in five pairs and
+    1.73x in one whose yardstick call a neighbour had slowed, against a base of 0.93x, 1.30x and
+    a slowed 1.77x (2-core Intel Xeon with AMX, 2026-12-02)."""
+    pb, pc = sorted(pair_ratios(b)), sorted(pair_ratios(c))
+    if not pb or not pc:
         return None
-    return f"the candidate's fastest call was {min(pc):.2f}x its yardstick's, the base's slowest {max(pb):.2f}x"
+    fastest, slowest = (pc[1] if len(pc) >= 3 else pc[0]), (pb[-2] if len(pb) >= 3 else pb[-1])
+    if fastest > slowest:
+        return None
+    which = ("second-fastest", "second-slowest") if len(pc) >= 3 and len(pb) >= 3 else ("fastest", "slowest")
+    return f"the candidate's {which[0]} call was {fastest:.2f}x its yardstick's, the base's {which[1]} {slowest:.2f}x"
 
 
 PREVIOUS_LOCK_TESTS = ("test_previous_locks_checkpoint_loads_with_its_weight_bytes",
