@@ -51,12 +51,17 @@ def test_a_configuration_naming_a_component_the_family_lacks_does_not_run_there(
     assert ran == {"tiny-flux", "tiny-sd3", "tiny-sdxl"}       # Qwen-Image and Wan have no text_encoder_2
 
 
-def _models_with(fixtures, old, new):
-    path = fixtures / "models.toml"
+def _data_with(fixtures, name, old, new):
+    """The fixtures copy with `old` replaced by `new` in data file `name`; a loader of its matrix."""
+    path = fixtures / name
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
     return lambda: load_matrix(fixtures, load_models(fixtures))
+
+
+def _models_with(fixtures, old, new):
+    return _data_with(fixtures, "models.toml", old, new)
 
 
 @pytest.mark.parametrize("old, new, field, problem", [
@@ -155,13 +160,6 @@ def test_a_configuration_may_hold_several_known_failures_each_for_its_own_tests_
     assert cases["tiny-sd3-torchao-int8dq-cpu"].known_test_failure(compiles) is None
 
 
-def _matrix_with(fixtures, old, new):
-    path = fixtures / "matrix.toml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    return lambda: load_matrix(fixtures, load_models(fixtures))
-
 
 def test_two_known_failures_of_one_configuration_for_one_test_on_one_device_are_refused(all_fixtures_copy):
     """torchao int8dq's compile tests already have a CUDA entry; a second for one of them is ambiguous."""
@@ -177,7 +175,7 @@ def test_two_known_failures_of_one_configuration_for_one_test_on_one_device_are_
 
 def test_a_known_failure_list_of_other_than_tables_is_refused(all_fixtures_copy):
     line = 'description = "pipeline-level: denoiser and big text encoder through one PipelineQuantizationConfig"\n'
-    load = _matrix_with(all_fixtures_copy, line, line + 'known_failure = ["fails"]\n')
+    load = _data_with(all_fixtures_copy, "matrix.toml", line, line + 'known_failure = ["fails"]\n')
     with pytest.raises(DataFileError, match=r"torchao-int8wo-pipeline.*'known_failure'.*a non-empty list of them"):
         load()
 
