@@ -126,6 +126,14 @@ def pair_ratios(record: CaseRecord) -> list[float]:
     return [m / y for m, y in zip(record.denoise_cpu_s, record.yardstick_cpu_s) if y]
 
 
+def median_pair_ratio(record: CaseRecord) -> float | None:
+    """The median of pair_ratios (None without a yardstick): a CPU case's latency as a ratio to BF16
+    in which each call is set against the yardstick call beside it, so that a host that slowed down
+    between two runs, or for one call, moves it least."""
+    pairs = pair_ratios(record)
+    return statistics.median(pairs) if pairs else None
+
+
 def latency_ratio(record: CaseRecord, reference: CaseRecord | None) -> float | None:
     """A case's fastest timed denoising call over its reference's fastest, both timed in the same
     session, in CPU time on a CPU (latency_clock) and wall time elsewhere; where a yardstick was used,
