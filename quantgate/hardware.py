@@ -13,14 +13,22 @@ from importlib.metadata import PackageNotFoundError, version
 # any x86-64 CPU runs the AVX2 kernels: how this project measures the AVX2 class on other machines)
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
-TRACKED_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "torchao",
-                    "optimum-quanto", "bitsandbytes", "gguf", "numpy", "scikit-image", "pytest",
-                    "pytest-benchmark")
+STACK_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors")
+TOOL_PACKAGES = ("numpy", "scikit-image", "pytest", "pytest-benchmark")
+
+
+def tracked_packages() -> tuple[str, ...]:
+    """The distributions whose versions a result set records: the stack, every registered backend's
+    (quantgate.backends: Backend.packages), and the gate's tools."""
+    from quantgate.backends import backend, names
+
+    backends = [p for name in names() for p in backend(name).packages]
+    return tuple(dict.fromkeys((*STACK_PACKAGES, *backends, *TOOL_PACKAGES)))
 
 
 def package_versions() -> dict[str, str | None]:
     out = {}
-    for name in TRACKED_PACKAGES:
+    for name in tracked_packages():
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -34,8 +34,9 @@ def _quanto_cpp_built() -> bool:
 
 
 def needs_quanto_cpp(case: Case) -> bool:
-    return (case.device == "cpu" and case.config.backend == "quanto"
-            and case.config.settings.get("weights_dtype") == "int4")
+    from quantgate.backends import backend
+
+    return backend(case.config.backend).needs_prebuild(case)
 
 
 def interruptible() -> None:

@@ -3,9 +3,9 @@
 `get_memory_footprint()` reports the logical (unquantized) size for torchao and quanto, whose
 weights are tensor subclasses; a ratio built on it can never see quantization. This module counts
 the bytes of the storages actually held: it recurses through `__tensor_flatten__` (torchao,
-quanto), adds bitsandbytes' quantization state (absmax, codebooks, SCB, where the weight or, once the
-layer has run, its module holds it), and counts GGUF
-parameters at their packed size.
+quanto), counts GGUF parameters at their packed size, and adds what the case's backend keeps
+beside a weight's storage or on a layer (bitsandbytes' quantization state: Backend.tensor_state,
+Backend.module_state). Which tensors are held quantized is the backend's rule (Backend.is_quantized).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from quantgate.backends import Backend, backend
+
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
@@ -21,7 +23,7 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 class WeightBytes:
     bytes: int               # real bytes of every parameter and buffer, shared storages once
     tensors: int             # parameters and buffers counted
-    quantized_tensors: int   # of those, how many are held in a quantized form
+    quantized_tensors: int   # of those, how many the backend holds in a quantized form
 
     def as_dict(self) -> dict:
         return {"bytes": self.bytes, "tensors": self.tensors, "quantized_tensors": self.quantized_tensors}
@@ -37,59 +39,31 @@ def _plain_bytes(t: torch.Tensor, seen: set) -> int:
     return t.numel() * t.element_size()
 
 
-def _bnb_state_bytes(state, seen: set) -> int:
-    total = 0
-    for name in ("absmax", "code", "offset"):
-        value = getattr(state, name, None)
-        if isinstance(value, torch.Tensor):
-            total += _plain_bytes(value, seen)
-    nested = getattr(state, "state2", None)
-    if nested is not None:
-        total += _bnb_state_bytes(nested, seen)
-    return total
-
-
-def tensor_bytes(t: torch.Tensor, seen: set | None = None) -> int:
-    """Bytes of one tensor as stored, whatever class holds it."""
+def tensor_bytes(t: torch.Tensor, seen: set | None = None, rules: Backend | None = None) -> int:
+    """Bytes of one tensor as stored, whatever class holds it, with the state `rules` (the case's
+    backend; the reference's, which keeps none, by default) keeps beside it."""
     seen = set() if seen is None else seen
+    rules = rules or backend("none")
     cls = type(t)
     if cls not in _PLAIN and hasattr(t, "__tensor_flatten__"):
         inner, _ = t.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(t, name), seen) for name in inner
+        return sum(tensor_bytes(getattr(t, name), seen, rules) for name in inner
                    if isinstance(getattr(t, name), torch.Tensor))
-    total = _plain_bytes(t, seen)
-    state = getattr(t, "quant_state", None)          # bitsandbytes Params4bit
-    if state is not None:
-        total += _bnb_state_bytes(state, seen)
-    scb = getattr(t, "SCB", None)                    # bitsandbytes Int8Params
-    if isinstance(scb, torch.Tensor):
-        total += _plain_bytes(scb, seen)
-    return total
+    return _plain_bytes(t, seen) + sum(_plain_bytes(s, seen) for s in rules.tensor_state(t))
 
 
-def is_quantized(t: torch.Tensor) -> bool:
-    """Held in a form narrower than 16-bit floats: a quantized subclass, integers, or float8."""
-    if type(t) not in _PLAIN:
-        return True
-    return not (t.dtype.is_floating_point or t.dtype.is_complex) or t.element_size() < 2
-
-
-def weight_bytes(module: torch.nn.Module) -> WeightBytes:
-    """Real bytes of a module's parameters and buffers, and of the bitsandbytes 8-bit state that a
-    layer's first forward call moves off its weight (Linear8bitLt.init_8bit_state: weight.SCB becomes
-    state.SCB), so that a layer counts the same before and after it has run."""
+def weight_bytes(module: torch.nn.Module, rules: Backend | None = None) -> WeightBytes:
+    """Real bytes of a module's parameters and buffers, and of the state its layers hold outside
+    them, by the rules of backend `rules` (the reference's by default)."""
+    rules = rules or backend("none")
     seen: set = set()
     total = count = quantized = 0
     tensors = [p for _, p in module.named_parameters(remove_duplicate=True)]
     tensors += [b for _, b in module.named_buffers(remove_duplicate=True)]
     for t in tensors:
-        total += tensor_bytes(t, seen)
+        total += tensor_bytes(t, seen, rules)
         count += 1
-        quantized += is_quantized(t)
+        quantized += rules.is_quantized(t)
     for layer in module.modules():
-        state = getattr(layer, "state", None)            # bitsandbytes MatmulLtState
-        for name in ("CB", "SCB"):
-            held = getattr(state, name, None) if state is not None else None
-            if isinstance(held, torch.Tensor):
-                total += _plain_bytes(held, seen)
+        total += sum(_plain_bytes(held, seen) for held in rules.module_state(layer))
     return WeightBytes(total, count, quantized)

@@ -19,7 +19,14 @@ import os
 
 from quantgate.case.isolation import PRELOAD_ENV
 
-BACKEND_MODULES = ("torchao", "torchao.quantization", "optimum.quanto", "gguf", "diffusers.quantizers")
+QUANTIZER_MODULES = ("diffusers.quantizers",)
+
+
+def _backend_modules() -> list[str]:
+    """Every registered backend's preload_modules (quantgate.backends), after diffusers' quantizers."""
+    from quantgate.backends import backend, names
+
+    return [m for name in names() for m in backend(name).preload_modules]
 
 
 def _classes_of(name: str) -> list[tuple[str, str]]:
@@ -33,7 +40,9 @@ def _classes_of(name: str) -> list[tuple[str, str]]:
 def preload(families: list[str]) -> None:
     for library, cls in [pair for name in families for pair in _try(_classes_of, name) or []]:
         _try(lambda: getattr(importlib.import_module(library), cls))
-    for module in BACKEND_MODULES:
+    for module in _try(_backend_modules) or []:
+        _try(importlib.import_module, module)
+    for module in QUANTIZER_MODULES:
         _try(importlib.import_module, module)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from quantgate.backends import backend
 from quantgate.case.isolation import open_case
 from quantgate.case.leaks import DEFAULT_TOLERANCE
 from quantgate.case.session import DEFAULT_SESSION, image_key
@@ -84,7 +85,7 @@ class Runner:
     def model_dir(self, case: Case) -> Path:
         """The case's model folder, built (or an evicted component restored) first where it needs it;
         a GGUF case loads its denoiser from the GGUF file, so it does without the BF16 one."""
-        without = tuple(case.components) if case.config.backend == "gguf" else ()
+        without = backend(case.config.backend).model_without(case)
         if case.model.source == "synthetic" or case.model.name not in self._model_dirs:
             self._model_dirs[case.model.name] = model_dir(case.model, self.cache_root, without)
         return self._model_dirs[case.model.name]

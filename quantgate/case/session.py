@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantgate.backends import import_backend, pipeline_quantization_config, quantization_config
+from quantgate.backends import backend, import_backend, pipeline_quantization_config, quantization_config
 from quantgate.matrix import Case
 from quantgate.units import gib
 
@@ -142,7 +142,7 @@ class CaseSession:
         components = self.case.components
         dtype = torch.bfloat16
         with CudaPhase(self.case.device, "load", self.memory):
-            if cfg.backend in ("none", "layerwise"):
+            if not backend(cfg.backend).quantizes_on_load:
                 pipe = pipe_cls.from_pretrained(self.model_dir, dtype=dtype)
             elif cfg.route == "pipeline":
                 qc = pipeline_quantization_config(cfg.backend, cfg.settings,
@@ -162,17 +162,13 @@ class CaseSession:
                 "dtypes": component_dtypes(pipe)}
 
     def finish(self, pipe) -> None:
-        """What follows from_pretrained for every load of the case: FP8 layerwise casting, components
-        kept in float32 on this device, placement; `pipe` becomes the session's pipeline."""
-        import torch
-
+        """What follows from_pretrained for every load of the case: the backend's own step (FP8
+        layerwise casting), components kept in float32 on this device, placement; `pipe` becomes the
+        session's pipeline."""
         from quantgate.case.precision import run_in_float32
 
         cfg = self.case.config
-        if cfg.backend == "layerwise":
-            for name in self.case.components:
-                getattr(pipe, name).enable_layerwise_casting(
-                    storage_dtype=getattr(torch, cfg.settings["storage_dtype"]), compute_dtype=torch.bfloat16)
+        backend(cfg.backend).after_load(pipe, self.case)
         for name in self.case.model.float32_components(self.case.device):
             run_in_float32(getattr(pipe, name))
         place(pipe, cfg.placement, self.case.device, self.family.denoiser)
@@ -213,13 +209,9 @@ class CaseSession:
     def _load_component(self, name: str, library: str, cls: type, dtype):
         cfg = self.case.config
         qc = quantization_config(cfg.backend, cfg.settings, library)
-        if cfg.backend == "gguf":
-            from quantgate.sources.gguf_files import ensure_denoiser_gguf
-
-            path = ensure_denoiser_gguf(self.model_dir, cfg.settings["quant_type"], self.cache_root, name,
-                                        self.family.gguf_arch, spec=self.case.model)
-            return cls.from_single_file(str(path), config=str(self.model_dir), subfolder=name,
-                                        quantization_config=qc, dtype=dtype)
+        own = backend(cfg.backend).load_component(self, name, cls, qc, dtype)
+        if own is not None:
+            return own
         extra = {"device_map": {"": self.case.device}} if cfg.load_on == "device" else {}
         return cls.from_pretrained(self.model_dir, subfolder=name, quantization_config=qc, dtype=dtype, **extra)
 
@@ -243,9 +235,10 @@ class CaseSession:
         from quantgate.case.memory import weight_bytes
 
         out = {}
+        rules = backend(self.case.config.backend)
         for name, module in self.pipe.components.items():
             if hasattr(module, "named_parameters"):
-                out[name] = weight_bytes(module).as_dict()
+                out[name] = weight_bytes(module, rules).as_dict()
         return out
 
     def _call_kwargs(self) -> dict:

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from quantgate.gate.session import AFTER_CASE, GateSession
-from quantgate.matrix import MARKERS, Case
+from quantgate.matrix import Case, markers
 
 PATHS_MARKER = "paths"     # -m "not paths": the gate without its regression paths
 
@@ -64,7 +64,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    for name, text in MARKERS.items():
+    for name, text in markers().items():
         config.addinivalue_line("markers", f"{name}: {text}")
     from quantgate.families import family, names
 

@@ -18,18 +18,33 @@ from quantgate.errors import DataFileError
 from quantgate.matrix.schema import Field, check_entry, read_toml
 from quantgate.units import GIB
 
-BACKENDS = ("none", "torchao", "quanto", "gguf", "bitsandbytes", "layerwise")
 PLACEMENTS = ("device", "model_cpu_offload", "group_offload")
-BACKEND_MARKERS = {"torchao": "torchao", "quanto": "quanto", "gguf": "gguf",
-                   "bitsandbytes": "bitsandbytes"}
-MARKERS = {
+CHECKPOINT_PATHS = ("roundtrip", "previous")     # regression paths that save a quantized checkpoint and load it
+BASE_MARKERS = {
     "gpu": "needs a CUDA GPU (the GPU tier)",
     "slow": "takes long; left out of quick runs with -m 'not slow'",
-    "bitsandbytes": "uses the bitsandbytes backend",
-    "torchao": "uses the torchao backend",
-    "quanto": "uses the optimum-quanto backend",
-    "gguf": "uses GGUF files",
 }
+
+
+def markers() -> dict[str, str]:
+    """The markers a configuration may carry: the gate's own and each registered backend's."""
+    from quantgate.backends import backend, names
+
+    out = dict(BASE_MARKERS)
+    for name in names():
+        b = backend(name)
+        if b.marker:
+            out.setdefault(b.marker, b.marker_help or f"uses the {name} backend")
+    return out
+
+
+def _backend_problem(value: str) -> str | None:
+    from quantgate.backends import ENTRY_POINT_GROUP, names
+
+    if value in names():
+        return None
+    return (f"unknown value {value!r} (choose from: {', '.join(names())}; a package adds a backend through the "
+            f"entry point group '{ENTRY_POINT_GROUP}')")
 DEVICES = ("cpu", "cuda")
 _COMPONENT = re.compile(r"^[a-z][a-z0-9_]*$")
 ROUTES = ("component", "pipeline")
@@ -304,14 +319,18 @@ class BackendConfig:
 
     @property
     def all_markers(self) -> tuple[str, ...]:
-        extra = (BACKEND_MARKERS[self.backend],) if self.backend in BACKEND_MARKERS else ()
+        from quantgate.backends import backend
+
+        marker = backend(self.backend).marker
+        extra = (marker,) if marker else ()
         return tuple(dict.fromkeys(extra + self.markers))
 
 
 def _markers_problem(value: list) -> str | None:
-    bad = [m for m in value if m not in MARKERS]
+    known = markers()
+    bad = [m for m in value if m not in known]
     if bad:
-        return f"unknown marker {bad[0]!r} (registered: {', '.join(MARKERS)})"
+        return f"unknown marker {bad[0]!r} (registered: {', '.join(known)})"
     return _unique(value)
 
 
@@ -354,7 +373,7 @@ MODEL_KNOWN_FAILURE_FIELDS = KNOWN_FAILURE_FIELDS + [     # models.toml's: one e
 
 CONFIG_FIELDS = [
     Field("id", str, check=_id_problem),
-    Field("backend", str, choices=BACKENDS),
+    Field("backend", str, check=_backend_problem),
     Field("route", str, required=False, default="component", choices=ROUTES),
     Field("placement", str, required=False, default="device", choices=PLACEMENTS),
     Field("load_on", str, required=False, default="cpu", choices=("cpu", "device")),
@@ -444,7 +463,7 @@ def _refuse_overlapping(path: Path, name: str, known: tuple[KnownFailure, ...]) 
 
 
 def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[BackendConfig]:
-    from quantgate.backends import check_settings  # the backend module owns its settings' schema
+    from quantgate.backends import backend  # each backend's module owns its settings' schema and rules
 
     path = Path(fixtures_dir) / "matrix.toml"
     data = read_toml(path)
@@ -469,14 +488,16 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
                 raise DataFileError(path, name, "components", "must be empty for the reference (backend 'none')")
         elif not v["components"]:
             raise DataFileError(path, name, "components", "must name at least one component to quantize")
-        if v["backend"] == "gguf" and v["components"] != ["denoiser"]:
-            raise DataFileError(path, name, "components", "a GGUF file replaces the denoiser only: use ['denoiser']")
-        if v["route"] == "pipeline" and v["backend"] in ("gguf", "layerwise"):
+        rules = backend(v["backend"])
+        if rules.denoiser_only and v["components"] != ["denoiser"]:
+            raise DataFileError(path, name, "components", f"backend '{v['backend']}' replaces the denoiser only "
+                                "(a GGUF file replaces it): use ['denoiser']")
+        if v["route"] not in rules.routes:
             raise DataFileError(path, name, "route", f"{v['backend']} has no pipeline-level config: use route 'component'")
         if v["placement"] != "device" and v["devices"] != ["cuda"]:
             raise DataFileError(path, name, "placement", f"'{v['placement']}' offloads to the CPU from a GPU: "
                                 "devices must be ['cuda']")
-        if v["load_on"] == "device" and v["backend"] in ("none", "gguf", "layerwise"):
+        if v["load_on"] == "device" and not rules.loads_on_device:
             raise DataFileError(path, name, "load_on", "'device' loads quantized components with a device_map, so "
                                 "they are quantized there: it needs a torchao, quanto or bitsandbytes backend")
         if v["load_on"] == "device" and v["devices"] != ["cuda"]:
@@ -488,7 +509,7 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
         for m in v["models"] or []:
             if m not in model_names:
                 raise DataFileError(path, name, "models", f"unknown model {m!r} (known: {', '.join(sorted(model_names))})")
-        problem = check_settings(v["backend"], v["settings"])
+        problem = rules.check_settings(v["settings"])
         if problem:
             field_name, text = problem
             raise DataFileError(path, name, f"settings.{field_name}" if field_name else "settings", text)
@@ -498,6 +519,12 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             path, name if len(raw_known) == 1 else f"{name}.known_failure[{i}]", kf, KNOWN_FAILURE_FIELDS))
             for i, kf in enumerate(raw_known))
         _refuse_overlapping(path, name, known)
+        paths = () if v["backend"] == "none" else tuple(v["paths"] if v["paths"] is not None else defaults["paths"])
+        saved = [p for p in paths if p in CHECKPOINT_PATHS]
+        if rules.own_checkpoint and saved:
+            raise DataFileError(path, name, "paths", f"backend '{v['backend']}' loads its checkpoint from its source "
+                                f"file, so it has no {saved[0]!r} path: name its paths without "
+                                f"{' and '.join(map(repr, CHECKPOINT_PATHS))}")
         configs.append(BackendConfig(
             id=v["id"], backend=v["backend"], route=v["route"], placement=v["placement"], load_on=v["load_on"],
             components=tuple(v["components"]),
@@ -505,7 +532,7 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
             models=tuple(v["models"]) if v["models"] is not None else None,
             timeout_s=v["timeout_s"] if v["timeout_s"] is not None else defaults["timeout_s"],
             known_failures=known, description=v["description"],
-            paths=() if v["backend"] == "none" else tuple(v["paths"] if v["paths"] is not None else defaults["paths"]),
+            paths=paths,
             memory_limit_gib=v["memory_limit_gib"] if v["memory_limit_gib"] is not None else defaults["memory_limit_gib"]))
     known = {c.id for c in configs}
     for model in models.values():
@@ -577,10 +604,11 @@ def components_of(model: ModelSpec, config: BackendConfig) -> tuple[str, ...] | 
     """The configuration's components for this model: roles ("denoiser", "text_encoder_big") become
     the family's components; None where the family has no such role, or a GGUF configuration meets a
     family whose denoiser diffusers loads from no single file."""
+    from quantgate.backends import backend
     from quantgate.families import ROLES
 
     fam = model.pipeline_family
-    if config.backend == "gguf" and fam.gguf_arch is None:
+    if not backend(config.backend).serves(fam):
         return None
     out = []
     for name in config.components:

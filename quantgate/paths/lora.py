@@ -62,11 +62,13 @@ class Lora(RegressionPath):
                    "pipeline with load_lora_weights; images with it, at weight 0, fused, unfused and unloaded")
 
     def run(self, session, folder: Path) -> dict:
+        from quantgate.backends import backend
         from quantgate.case.memory import weight_bytes
         from quantgate.case.session import CudaPhase
 
         pipe, denoiser = session.pipe, session.family.denoiser
-        before = weight_bytes(getattr(pipe, denoiser)).bytes
+        rules = backend(session.case.config.backend)       # the bytes its backend keeps beside weights too
+        before = weight_bytes(getattr(pipe, denoiser), rules).bytes
         write_lora(getattr(pipe, denoiser), denoiser, folder / "lora", session.case.model.lora_strength)
         memory: dict = {}
         figures: dict = {"memory": memory, "errors": {}}
@@ -74,13 +76,13 @@ class Lora(RegressionPath):
         try:
             with CudaPhase(session.case.device, "adapter", memory):
                 pipe.load_lora_weights(str(folder / "lora"), weight_name=FILE, adapter_name=ADAPTER)
-            figures["adapter_bytes"] = weight_bytes(getattr(pipe, denoiser)).bytes - before
+            figures["adapter_bytes"] = weight_bytes(getattr(pipe, denoiser), rules).bytes - before
             images["lora"] = session.generate(for_path=True)["images"]
             pipe.set_adapters([ADAPTER], adapter_weights=[0.0])
             images["weight_zero"] = session.generate(for_path=True)["images"]
             pipe.unload_lora_weights()
             images["unloaded"] = session.generate(for_path=True)["images"]
-            figures["unloaded_bytes"] = weight_bytes(getattr(pipe, denoiser)).bytes - before
+            figures["unloaded_bytes"] = weight_bytes(getattr(pipe, denoiser), rules).bytes - before
             # last, since fusing writes into the (quantized) base weights: load it again, fuse, unfuse
             pipe.load_lora_weights(str(folder / "lora"), weight_name=FILE, adapter_name=ADAPTER)
             try:

@@ -58,13 +58,16 @@ def table(reference_path: Path, records: list[CaseRecord], environment: dict,
     """The side-by-side table as Markdown, and the configurations flagged as off by more than OFF_BY."""
     top, rows = load_reference(reference_path)
     by_config = {r.config: r for r in records if r.model == top["model"] and r.status == Status.OK}
+    from quantgate.backends import backend, names
+
+    reported = {"torch", "diffusers", "transformers"} | {p for n in names() for p in backend(n).packages}
     lines = [
         f"# {top['model']} against the published figures",
         "",
         f"- published: {top['source']}; memory as {top['memory']}; {top['steps']} steps",
         f"- here: {started[:10]}, {environment.get('gpu') or 'no GPU'}, driver {environment.get('driver')}, "
         + ", ".join(f"{k} {v}" for k, v in sorted(environment.get("packages", {}).items())
-                    if k in ("torch", "diffusers", "transformers", "torchao", "optimum-quanto", "bitsandbytes", "gguf")),
+                    if k in reported),
         "- memory here: the CUDA allocator's reserved peaks in the case's own process (after load: the load "
         "phase's peak; peak: the larger of the load and inference peaks), GiB",
         f"- seconds here: one measured image + ({top['steps']} - model steps) x measured seconds per step",

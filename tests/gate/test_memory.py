@@ -8,6 +8,8 @@ import pytest
 
 
 def test_quantization_takes_effect(qg, qg_quantized_case):
+    """Each quantized component shrank under shrink_ratio_max of its BF16 bytes, and holds tensors
+    that its backend's rule (quantgate.backends: Backend.is_quantized) calls quantized."""
     record = qg.load(qg_quantized_case)
     shrink_max = qg.defaults()["shrink_ratio_max"]
     unshrunk: dict[str, str] = {}       # every component that did not shrink, not only the first
@@ -17,10 +19,10 @@ def test_quantization_takes_effect(qg, qg_quantized_case):
         if not reference:
             pytest.fail(f"no BF16 reference bytes for {component}: the reference case did not load", pytrace=False)
         ratio = held / reference
-        if ratio > shrink_max:
+        quantized = record.weights[component]["quantized_tensors"]      # by the backend's rule (Backend.is_quantized)
+        if ratio > shrink_max or not quantized:
             unshrunk[component] = (f"it holds {held:,} bytes, {ratio:.1%} of its {reference:,} BF16 bytes; "
-                                   f"{record.weights[component]['quantized_tensors']} of "
-                                   f"{record.weights[component]['tensors']} tensors are quantized")
+                                   f"{quantized} of {record.weights[component]['tensors']} tensors are quantized")
     assert not unshrunk, (f"quantization did not take effect on {', '.join(unshrunk)} (limit {shrink_max:.0%} of "
                           "BF16's bytes): " + "; ".join(f"{c}: {why}" for c, why in unshrunk.items()))
 

@@ -6,6 +6,7 @@ A Linear of 512 outputs x 256 inputs holds 131,072 weights: 262,144 bytes in BF1
 import pytest
 import torch
 
+from quantgate.backends import backend
 from quantgate.case.memory import tensor_bytes, weight_bytes
 
 OUT, IN = 512, 256
@@ -92,8 +93,10 @@ def test_bitsandbytes_nf4_counts_nibbles_and_quantization_state():
                 + state.offset.numel() * 4             # nested-quantization offset
                 + nested_blocks * 4                    # absmax of the absmax (float32)
                 + state.state2.code.numel() * 4)       # 8-bit code book of the nested level
-    assert tensor_bytes(p) == expected
-    assert tensor_bytes(p) < 0.3 * BF16_BYTES
+    bnb_rules = backend("bitsandbytes")              # the state is counted by the bitsandbytes backend's rules
+    assert tensor_bytes(p, rules=bnb_rules) == expected
+    assert tensor_bytes(p, rules=bnb_rules) < 0.3 * BF16_BYTES
+    assert tensor_bytes(p) == N // 2                   # without them: the packed weights alone
 
 
 def test_bitsandbytes_int8_counts_data_and_row_scales():
@@ -101,7 +104,7 @@ def test_bitsandbytes_int8_counts_data_and_row_scales():
     m = bnb.nn.Linear8bitLt(IN, OUT, bias=False, has_fp16_weights=False)
     m.load_state_dict(_linear()[0].float().state_dict())
     m = m.to("cpu")
-    assert tensor_bytes(m.weight) == N + OUT * 4        # int8 weights + float32 SCB per row
+    assert tensor_bytes(m.weight, rules=backend("bitsandbytes")) == N + OUT * 4    # int8 weights + float32 SCB per row
 
 
 
@@ -112,10 +115,12 @@ def test_bitsandbytes_int8_counts_the_same_after_its_first_call_moved_its_row_sc
     m = bnb.nn.Linear8bitLt(IN, OUT, bias=False, has_fp16_weights=False)
     m.load_state_dict(_linear()[0].float().state_dict())
     m = m.to("cpu")
-    before = weight_bytes(m).bytes
+    rules = backend("bitsandbytes")
+    before = weight_bytes(m, rules).bytes
     m(torch.randn(2, IN))
     assert m.weight.SCB is None and m.state.SCB is not None     # moved, as in bitsandbytes 0.50
-    assert weight_bytes(m).bytes == before == N + OUT * 4
+    assert weight_bytes(m, rules).bytes == before == N + OUT * 4
+
 
 def test_gguf_parameter_counts_its_packed_blocks():
     gguf = pytest.importorskip("gguf")

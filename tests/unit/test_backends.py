@@ -1,0 +1,138 @@
+"""The backend seam: each quantization backend is one module behind quantgate.backends.base.Backend,
+registered by name, and a package adds its own through the entry point group `quantgate.backends`.
+"""
+
+import sys
+import textwrap
+
+import pytest
+
+import quantgate.backends as backends
+from quantgate.backends import Backend, backend, names
+from quantgate.errors import BackendImportError, DataFileError, QuantgateError
+from quantgate.matrix import build_cases, load_matrix, load_models, markers
+
+from .test_families import _data_with
+
+BUILT_IN = {"none", "torchao", "quanto", "gguf", "bitsandbytes", "layerwise"}
+
+
+def test_each_built_in_backend_is_one_module_of_quantgate_backends():
+    assert BUILT_IN <= set(names())
+    for name in BUILT_IN:
+        b = backend(name)
+        assert isinstance(b, Backend) and b.name == name
+        assert type(b).__module__.startswith("quantgate.backends."), type(b).__module__
+    assert {type(backend(n)).__module__ for n in BUILT_IN} == {f"quantgate.backends.{m}" for m in
+                                                              ("reference", "torchao", "quanto", "gguf",
+                                                               "bitsandbytes", "layerwise")}
+
+
+def test_each_backends_marker_is_registered_and_carried_by_its_cases():
+    assert {m for m in markers() if m not in ("gpu", "slow")} == {"torchao", "quanto", "gguf", "bitsandbytes"}
+    from quantgate.matrix import Case
+    from tests.unit.conftest import REPO
+
+    models = load_models(REPO / "fixtures")
+    configs = {c.id: c for c in load_matrix(REPO / "fixtures", models)}
+    assert "torchao" in Case(models["tiny-flux"], configs["torchao-int8wo"], "cpu").markers
+    assert not {"torchao", "quanto", "gguf", "bitsandbytes"} & set(
+        Case(models["tiny-flux"], configs["layerwise-fp8"], "cuda").markers)
+
+
+def test_an_unknown_backend_names_the_registered_ones_and_the_entry_point_group(fixtures_copy):
+    load = _data_with(fixtures_copy, "matrix.toml", 'backend = "quanto"', 'backend = "sdnqq"')
+    with pytest.raises(DataFileError, match=r"field 'backend': unknown value 'sdnqq' \(choose from: .*torchao; a "
+                                            r"package adds a backend through the entry point group 'quantgate.backends'\)"):
+        load()
+
+
+def test_a_single_file_backend_refuses_the_checkpoint_paths(fixtures_copy):
+    load = _data_with(fixtures_copy, "matrix.toml", 'paths = ["compile", "lora"]   # no round trip',
+                      'paths = ["compile", "lora", "roundtrip"]   # no round trip')
+    with pytest.raises(DataFileError, match=r"field 'paths': backend 'gguf' loads its checkpoint from its source "
+                                            r"file, so it has no 'roundtrip' path"):
+        load()
+
+
+def test_an_import_failure_names_the_backend_and_its_module():
+    class Broken(Backend):
+        name = "broken"
+        modules = ("quantgate_no_such_module",)
+
+    with pytest.raises(BackendImportError, match=r"backend 'broken' failed to import quantgate_no_such_module: "
+                                                 r"ModuleNotFoundError"):
+        Broken().import_modules()
+
+
+PLUGIN = '''
+"""A backend of another package: 8-bit torchao weights under a name of its own."""
+from quantgate.backends.base import Backend
+from quantgate.matrix.schema import Field
+
+
+class Int8Plugin(Backend):
+    name = "int8plugin"
+    marker, marker_help = "int8plugin", "uses the plugin's backend"
+    modules = ("torchao",)
+    settings_fields = (Field("group_size", int, required=False, default=0),)
+
+    def config(self, settings, library):
+        from diffusers import TorchAoConfig
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return TorchAoConfig(Int8WeightOnlyConfig())
+
+
+class NotABackend:
+    pass
+'''
+
+
+def _plugin(tmp_path, monkeypatch, entry: str):
+    """A package on sys.path whose distribution declares `entry` in the entry point group
+    `quantgate.backends`; the registry is read afresh for the test."""
+    (tmp_path / "qg_plugin_backend.py").write_text(PLUGIN)
+    dist = tmp_path / "qg_plugin_backend-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: qg-plugin-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+        [quantgate.backends]
+        {entry}
+        """).format(entry=entry))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh = backends.Registry(backends._REGISTRY.what, backends.ENTRY_POINT_GROUP, backends.BUILT_IN, Backend,
+                              backends._REGISTRY.base_name)
+    monkeypatch.setattr(backends, "_REGISTRY", fresh)
+    monkeypatch.delitem(sys.modules, "qg_plugin_backend", raising=False)
+
+
+@pytest.fixture
+def plugin_package(tmp_path, monkeypatch):
+    _plugin(tmp_path, monkeypatch, "int8plugin = qg_plugin_backend:Int8Plugin")
+
+
+@pytest.fixture
+def bad_plugin_package(tmp_path, monkeypatch):
+    _plugin(tmp_path, monkeypatch, "notone = qg_plugin_backend:NotABackend")
+
+
+def test_a_package_adds_a_backend_through_the_entry_point_group(plugin_package, fixtures_copy):
+    assert "int8plugin" in names() and BUILT_IN <= set(names())
+    assert markers()["int8plugin"] == "uses the plugin's backend"
+    with (fixtures_copy / "matrix.toml").open("a") as f:
+        f.write('\n[[config]]\nid = "plugin-int8"\nbackend = "int8plugin"\ncomponents = ["denoiser"]\n'
+                'settings = { group_size = 64 }\ndevices = ["cpu"]\n')
+    models = load_models(fixtures_copy)
+    cases = [c for c in build_cases(models, load_matrix(fixtures_copy, models)) if c.config.id == "plugin-int8"]
+    assert cases and "int8plugin" in cases[0].markers
+    # its own settings schema checks the entry
+    _data_with(fixtures_copy, "matrix.toml", "settings = { group_size = 64 }", 'settings = { group_size = "64" }')
+    with pytest.raises(DataFileError, match=r"entry 'plugin-int8'.*field 'settings.group_size'"):
+        load_matrix(fixtures_copy, models)
+
+
+def test_an_entry_point_that_is_no_backend_is_refused_by_name(bad_plugin_package):
+    with pytest.raises(QuantgateError, match=r"quantization backend 'notone' \(qg_plugin_backend:NotABackend\) is "
+                                             r"not a subclass of quantgate.backends.Backend"):
+        markers()                        # a session registers every backend's marker first
