@@ -23,6 +23,7 @@ BUILT_IN = {
     "gguf": "quantgate.backends.gguf:GGUF",
     "bitsandbytes": "quantgate.backends.bitsandbytes:BitsAndBytes",
     "layerwise": "quantgate.backends.layerwise:Layerwise",
+    "sdnq": "quantgate.backends.sdnq:SDNQ",
 }
 ENTRY_POINT_GROUP = "quantgate.backends"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 from quantgate.errors import DataFileError
@@ -281,11 +282,18 @@ class KnownFailure:
     reason: str              # why it fails, shown in the report
     tests: tuple[str, ...] = ()  # the tests that fail (their assertions' messages match); none: the case fails
     devices: tuple[str, ...] = ()  # where it fails; none: on every device the case runs on
+    cpu_classes: tuple[str, ...] = ()  # on the CPU, only on these CPU classes (quantgate.hardware.cpu_class)
 
     @classmethod
     def from_entry(cls, entry: dict) -> "KnownFailure":
         return cls(as_texts(entry["match"]), entry["reason"], as_texts(entry.get("test") or ()),
-                   tuple(entry.get("devices") or ()))
+                   tuple(entry.get("devices") or ()), tuple(entry.get("cpu_classes") or ()))
+
+    def holds_on(self, device: str) -> bool:
+        """Whether it holds for a case on `device` here: its devices, and on the CPU its CPU classes."""
+        if self.devices and device not in self.devices:
+            return False
+        return not self.cpu_classes or (device == "cpu" and _this_cpu_class() in self.cpu_classes)
 
     def matches(self, message: str) -> bool:
         return any(text in message for text in self.match)
@@ -362,10 +370,25 @@ def _tests_problem(value) -> str | None:
     return None
 
 
+def _cpu_classes_problem(value: list) -> str | None:
+    bad = [v for v in value if not re.fullmatch(r"cpu-[a-z0-9_]+-[a-z0-9-]+", v)]
+    if bad:
+        return f"{bad[0]!r} is not a CPU class: name one like 'cpu-x86_64-avx2' (quantgate.hardware.cpu_class)"
+    return _unique(value) or (None if value else "must name at least one CPU class")
+
+
+@cache
+def _this_cpu_class() -> str:
+    from quantgate.hardware import cpu_class
+
+    return cpu_class()
+
+
 KNOWN_FAILURE_FIELDS = [Field("match", (str, list), check=_match_problem), Field("reason", str),
                         Field("test", (str, list), required=False, check=_tests_problem),
                         Field("devices", list, item_kind=str, required=False, choices=DEVICES,
-                              check=lambda v: _unique(v) or (None if v else "must name at least one device"))]
+                              check=lambda v: _unique(v) or (None if v else "must name at least one device")),
+                        Field("cpu_classes", list, item_kind=str, required=False, check=_cpu_classes_problem)]
 MODEL_KNOWN_FAILURE_FIELDS = KNOWN_FAILURE_FIELDS + [     # models.toml's: one entry may name several configurations
     Field("configs", list, item_kind=str, required=False,
           check=lambda v: _unique(v) or (None if v else "must name at least one configuration"))]
@@ -449,17 +472,21 @@ def load_defaults(fixtures_dir: Path) -> dict:
 
 def _refuse_overlapping(path: Path, name: str, known: tuple[KnownFailure, ...]) -> None:
     """A configuration's known failures may not both hold for one test (or for the case) on one device:
-    which one the gate applied would depend on their order."""
-    seen: dict[tuple[str, str], int] = {}
+    which one the gate applied would depend on their order. An entry limited to CPU classes is apart:
+    on those classes it comes before an entry for the whole device (Case._known), and two such entries
+    may not share a class."""
+    seen: dict[tuple[str, str, str], int] = {}
     for i, k in enumerate(known):
         for test in k.tests or ("",):
-            for device in k.devices or DEVICES:
-                if (test, device) in seen:
-                    what = f"test {test!r}" if test else "the case"
-                    raise DataFileError(path, f"{name}.known_failure[{i}]", "test",
-                                        f"{what} on {device} already has a known failure, entry "
-                                        f"[{seen[test, device]}] of this configuration; one entry per test and device")
-                seen[test, device] = i
+            for device in ("cpu",) if k.cpu_classes else k.devices or DEVICES:
+                classes = k.cpu_classes or ("",)
+                for cls in classes:
+                    if (test, device, cls) in seen:
+                        what = (f"test {test!r}" if test else "the case") + f" on {device}" + (f" ({cls})" if cls else "")
+                        raise DataFileError(path, f"{name}.known_failure[{i}]", "test",
+                                            f"{what} already has a known failure, entry [{seen[test, device, cls]}] "
+                                            "of this configuration; one entry per test and device")
+                    seen[test, device, cls] = i
 
 
 def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[BackendConfig]:
@@ -582,7 +609,8 @@ class Case:
         """The model's entries for the configuration, then the configuration's own, where they hold on
         this device (both may name tests of their own: quanto's pipeline round trip, FLUX's LoRA)."""
         entries = (*self.model.known_failures.get(self.config.id, ()), *self.config.known_failures)
-        return [k for k in entries if not k.devices or self.device in k.devices]
+        held = [k for k in entries if k.holds_on(self.device)]
+        return [k for k in held if k.cpu_classes] + [k for k in held if not k.cpu_classes]
 
     @property
     def paths(self) -> tuple[str, ...]:

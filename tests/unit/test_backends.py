@@ -29,14 +29,15 @@ def test_each_built_in_backend_is_one_module_of_quantgate_backends():
 
 
 def test_each_backends_marker_is_registered_and_carried_by_its_cases():
-    assert {m for m in markers() if m not in ("gpu", "slow")} == {"torchao", "quanto", "gguf", "bitsandbytes"}
+    assert {m for m in markers() if m not in ("gpu", "slow")} == {"torchao", "quanto", "gguf", "bitsandbytes", "sdnq"}
     from quantgate.matrix import Case
     from tests.unit.conftest import REPO
 
     models = load_models(REPO / "fixtures")
     configs = {c.id: c for c in load_matrix(REPO / "fixtures", models)}
     assert "torchao" in Case(models["tiny-flux"], configs["torchao-int8wo"], "cpu").markers
-    assert not {"torchao", "quanto", "gguf", "bitsandbytes"} & set(
+    assert "sdnq" in Case(models["tiny-flux"], configs["sdnq-int8"], "cpu").markers
+    assert not {"torchao", "quanto", "gguf", "bitsandbytes", "sdnq"} & set(
         Case(models["tiny-flux"], configs["layerwise-fp8"], "cuda").markers)
 
 

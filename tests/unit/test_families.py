@@ -173,6 +173,43 @@ def test_two_known_failures_of_one_configuration_for_one_test_on_one_device_are_
         load_matrix(all_fixtures_copy, load_models(all_fixtures_copy))
 
 
+def _sdnq_cases(fixtures, cpu_class, monkeypatch):
+    """tiny-flux's SDNQ uint4 CPU case, its known failures read as on a CPU of `cpu_class`."""
+    import quantgate.matrix as matrix
+
+    monkeypatch.setattr(matrix, "_this_cpu_class", lambda: cpu_class)
+    models = load_models(fixtures)
+    return {c.id: c for c in build_cases(models, load_matrix(fixtures, models))}["tiny-flux-sdnq-uint4-cpu"]
+
+
+def test_a_known_failure_of_some_cpu_classes_holds_there_before_the_devices_entry(monkeypatch):
+    """SDNQ's images are NaN on AVX2 (inductor's int8 cast), its fuse fails on every CPU, and FLUX's LoRA
+    load fails for uint4 on every CPU: on AVX2 the class's entry is the one, elsewhere the others are."""
+    fuse, quality = "test_lora_fuses_into_the_weights_and_unfuses", "test_quantized_image_close_to_bf16_baseline"
+    avx2 = _sdnq_cases(REPO / "fixtures", "cpu-x86_64-avx2", monkeypatch)
+    assert avx2.known_test_failure(fuse).match == ("has non-finite values",)
+    assert avx2.known_test_failure(quality).match == ("has non-finite values",)
+    amx = _sdnq_cases(REPO / "fixtures", "cpu-x86_64-avx512-amx", monkeypatch)
+    assert amx.known_test_failure(fuse).match == ("ValueError: not enough values to unpack (expected 2, got 1)",)
+    assert amx.known_test_failure(quality) is None           # it must pass there
+
+
+def test_two_known_failures_of_one_cpu_class_for_one_test_are_refused(all_fixtures_copy):
+    load = _data_with(all_fixtures_copy, "matrix.toml", 'match = "must match the size of tensor b"\nreason = "fuse_lora adds BA to SDNQ',
+                      'match = "must match the size of tensor b"\ncpu_classes = ["cpu-x86_64-avx2"]\nreason = "fuse_lora adds BA to SDNQ')
+    with pytest.raises(DataFileError, match=r"entry 'sdnq-uint4\.known_failure\[2\]': field 'test': test "
+                                            r"'test_lora_fuses_into_the_weights_and_unfuses' on cpu \(cpu-x86_64-avx2\) "
+                                            r"already has a known failure, entry \[1\]"):
+        load()
+
+
+def test_a_cpu_class_that_is_none_is_named(all_fixtures_copy):
+    load = _data_with(all_fixtures_copy, "matrix.toml", 'cpu_classes = ["cpu-x86_64-avx2"]', 'cpu_classes = ["avx2"]')
+    with pytest.raises(DataFileError, match=r"field 'cpu_classes': 'avx2' is not a CPU class: name one like "
+                                            r"'cpu-x86_64-avx2'"):
+        load()
+
+
 def test_a_known_failure_list_of_other_than_tables_is_refused(all_fixtures_copy):
     line = 'description = "pipeline-level: denoiser and big text encoder through one PipelineQuantizationConfig"\n'
     load = _data_with(all_fixtures_copy, "matrix.toml", line, line + 'known_failure = ["fails"]\n')

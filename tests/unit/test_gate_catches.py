@@ -25,13 +25,20 @@ def _append_config(fixtures, text):
     path.write_text(path.read_text() + "\n[[config]]\n" + text + "\n")
 
 
-def test_quantization_that_silently_does_nothing_fails_the_memory_test(run_gate, fixtures_copy):
-    _append_config(fixtures_copy, f'''id = "torchao-int8wo-noop"
-backend = "torchao"
+NOOP_SETTINGS = {          # each backend's settings that leave every transformer module unquantized
+    "torchao": 'config = "Int8WeightOnlyConfig"',
+    "sdnq": 'weights_dtype = "int8"',
+}
+
+
+@pytest.mark.parametrize("backend", sorted(NOOP_SETTINGS))
+def test_quantization_that_silently_does_nothing_fails_the_memory_test(run_gate, fixtures_copy, backend):
+    _append_config(fixtures_copy, f'''id = "{backend}-noop"
+backend = "{backend}"
 components = ["transformer"]
-settings = {{ config = "Int8WeightOnlyConfig", modules_to_not_convert = {json.dumps(TRANSFORMER_MODULES)} }}
+settings = {{ {NOOP_SETTINGS[backend]}, modules_to_not_convert = {json.dumps(TRANSFORMER_MODULES)} }}
 devices = ["cpu"]''')
-    result = run_gate("--qg-config", "torchao-int8wo-noop", "-k", "test_quantization_takes_effect",
+    result = run_gate("--qg-config", f"{backend}-noop", "-k", "test_quantization_takes_effect",
                       fixtures=fixtures_copy)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*quantization did not take effect on transformer (limit 98% of BF16's bytes): "
@@ -69,18 +76,16 @@ def test_baseline_replaced_by_another_seeds_image_fails_the_quality_tests(fox_se
     assert "lighthouse-s0: SSIM" not in result.stdout.str()
 
 
-def test_backend_that_cannot_be_imported_fails_rather_than_skips(run_gate, tmp_path):
-    broken = tmp_path / "broken" / "gguf"
+@pytest.mark.parametrize("config, module, failed", [("gguf-q8_0", "gguf", 6), ("sdnq-int8", "sdnq", 6)])
+def test_backend_that_cannot_be_imported_fails_rather_than_skips(run_gate, tmp_path, config, module, failed):
+    broken = tmp_path / "broken" / module
     broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text('raise ImportError("planted: this gguf release is broken")\n')
+    (broken / "__init__.py").write_text(f'raise ImportError("planted: this {module} release is broken")\n')
     env = {"PYTHONPATH": str(tmp_path / "broken")}
-    result = run_gate("--qg-config", "gguf-q8_0", env=env)
+    result = run_gate("--qg-config", config, env=env)
     outcomes = result.parseoutcomes()
-    assert outcomes.get("failed") == 6 and "skipped" not in outcomes, outcomes   # every test that needs it loaded
-    result.stdout.fnmatch_lines(["*backend 'gguf' failed to import gguf: ImportError: planted*"])
-
-    allowed = run_gate("--qg-config", "gguf-q8_0", "--qg-allow-missing-backends", env=env)
-    allowed.assert_outcomes(skipped=6, passed=1)     # the case's process still closed clean
+    assert outcomes.get("failed") == failed and "skipped" not in outcomes, outcomes   # every test that needs it loaded
+    result.stdout.fnmatch_lines([f"*backend '{module}' failed to import {module}: ImportError: planted*"])
 
 
 def _set_field(fixtures, config_id: str, line: str) -> None:
