@@ -17,7 +17,15 @@ from pathlib import Path
 
 from quantgate.errors import QuantgateError
 from quantgate.matrix.schema import Field, check_entry, read_toml
-from quantgate.results.record import CaseRecord, latency_ratio, median_pair_ratio, pair_ratios, read_results, references_by_case
+from quantgate.results.record import (
+    CaseRecord,
+    backends_ran,
+    latency_ratio,
+    median_pair_ratio,
+    pair_ratios,
+    read_results,
+    references_by_case,
+)
 from quantgate.status import AS_EXPECTED, NOT_PASSING, PASSING, Status
 
 MEMORY_FIGURES = ("load_peak_reserved", "inference_peak_reserved")
@@ -103,7 +111,7 @@ def load_run(path: Path) -> Run:
 class Finding:
     case: str
     what: str          # new failure | vanished | memory | latency | ssim | psnr | previous lock's checkpoint |
-                       # new pass | new configuration
+                       # new pass | new configuration | backend vanished | backend appeared
     detail: str
     base: str = ""
     candidate: str = ""
@@ -173,6 +181,34 @@ def compare_runs(base: Run, cand: Run, th: dict) -> list[Finding]:
     for case, c in cand.records.items():
         if case not in base.records:
             out.append(Finding(case, "new configuration", "not in the base", "-", c.status, regression=False))
+    return _backends_moved(base, cand, th) + out
+
+
+def _backends_moved(base: Run, cand: Run, th: dict) -> list[Finding]:
+    """A quantization backend whose configurations ran in one result set and not in the other, named
+    as such (with its packages' versions on each side), before the findings of its cases: a lock
+    that drops a backend vanishes it from the gate, one that adds a backend brings it in."""
+    def versions(name: str) -> tuple[str, str]:
+        from quantgate.backends import backend
+        from quantgate.errors import QuantgateError
+
+        try:
+            dists = backend(name).packages
+        except QuantgateError:             # a backend of a package not installed here
+            return "-", "-"
+        sides = [(run.environment.get("packages") or {}) for run in (base, cand)]
+        return tuple(", ".join(f"{d} {side.get(d) or 'not installed'}" for d in dists) or "-" for side in sides)
+
+    x, y = backends_ran(base.records.values()), backends_ran(cand.records.values())
+    out = []
+    for name in sorted(set(x) - set(y)):
+        was, now = versions(name)
+        out.append(Finding(f"backend {name}", "backend vanished", f"{x[name]} case(s) of backend '{name}' ran in the "
+                           "base, none in the candidate", was, now, regression=th["fail_on_vanished"]))
+    for name in sorted(set(y) - set(x)):
+        was, now = versions(name)
+        out.append(Finding(f"backend {name}", "backend appeared", f"{y[name]} case(s) of backend '{name}' ran in the "
+                           "candidate, none in the base", was, now, regression=False))
     return out
 
 

@@ -145,6 +145,15 @@ def latency_ratio(record: CaseRecord, reference: CaseRecord | None) -> float | N
     return min(mine) / min(theirs)
 
 
+def backends_ran(records) -> dict[str, int]:
+    """Each quantization backend of the records that ran (not the reference): how many cases."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r.backend != "none" and r.status != Status.NOT_RUN:
+            counts[r.backend] = counts.get(r.backend, 0) + 1
+    return counts
+
+
 def references_by_case(records: list[CaseRecord]) -> dict[str, CaseRecord]:
     """Each case's reference record in the same result set (same model, device and hardware)."""
     refs = {(r.model, r.device, r.hardware): r for r in records if r.backend == "none"}

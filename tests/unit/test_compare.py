@@ -70,6 +70,23 @@ def test_a_configuration_that_vanished_is_a_regression(runs, tmp_path, capsys):
     assert "| tiny-flux-quanto-int8-cpu | vanished | ran in the base, not in the candidate |" in report
 
 
+def test_a_backend_that_vanished_or_appeared_is_named_with_its_versions(runs, tmp_path, capsys):
+    data = json.loads((runs["same"] / "results.json").read_text())
+    installed = data["environment"]["packages"]["optimum-quanto"]
+    data["cases"] = [c for c in data["cases"] if c["backend"] != "quanto"]
+    data["environment"]["packages"]["optimum-quanto"] = None       # a lock that dropped it
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    code, report = _compare(runs, tmp_path, capsys=capsys)
+    assert code == 1
+    regressions = report.split("## Regressions")[1].split("## ")[0]
+    assert ("| backend quanto | backend vanished | 1 case(s) of backend 'quanto' ran in the base, none in the "
+            f"candidate | optimum-quanto {installed} | optimum-quanto not installed |") in regressions
+    # the other way round: the backend arrives with the candidate, reported, not failed
+    findings = compare_runs(load_run(tmp_path), load_run(runs["same"]), load_thresholds(None))
+    appeared = [f for f in findings if f.what == "backend appeared"]
+    assert [(f.case, f.regression) for f in appeared] == [("backend quanto", False)]
+
+
 def test_cpu_latency_is_judged_as_a_ratio_to_bf16_by_default(runs):
     base, planted = load_run(runs["base"]), load_run(runs["planted"])
     findings = compare_runs(base, planted, load_thresholds(None))

@@ -5,6 +5,7 @@ every embedded image decoded and that the key sections are there, and saves a sc
 (.quantgate/screenshots/report.png in the repository, for people to look at).
 """
 
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,17 @@ def test_a_bump_report_shows_the_base_beside_each_case(run_with_report, tmp_path
                  "--fixtures", str(harness_dirs()[0])]) == 0
     html = target.read_text()
     assert "base: tests, SSIM, bytes, step ms" in html and "Compared with the base" in html
+    assert "backend '" not in html                     # the same backends on both sides
+    # a base that ran no quanto case: the run's quanto backend is named as having appeared
+    base = tmp_path / "base"
+    base.mkdir()
+    data = json.loads((out / "results.json").read_text())
+    data["cases"] = [c for c in data["cases"] if c["backend"] != "quanto"]
+    (base / "results.json").write_text(json.dumps(data))
+    assert main(["report", str(out), "--base", str(base), "--out", str(tmp_path / "moved.html"), "--baselines",
+                 str(baselines), "--fixtures", str(harness_dirs()[0])]) == 0
+    assert "**backend 'quanto' appeared: 1 case(s) here, none in the base.**" in (tmp_path / "moved.md").read_text()
+    assert "<strong>backend &#39;quanto&#39; appeared" in (tmp_path / "moved.html").read_text()
 
 
 def test_the_report_renders_in_headless_chromium(run_with_report, tmp_path):
