@@ -17,13 +17,17 @@ STACK_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetenso
 TOOL_PACKAGES = ("numpy", "scikit-image", "pytest", "pytest-benchmark")
 
 
-def tracked_packages() -> tuple[str, ...]:
-    """The distributions whose versions a result set records: the stack, every registered backend's
-    (quantgate.backends: Backend.packages), and the gate's tools."""
+def backend_packages() -> tuple[str, ...]:
+    """Every registered backend's distributions (quantgate.backends: Backend.packages)."""
     from quantgate.backends import backend, names
 
-    backends = [p for name in names() for p in backend(name).packages]
-    return tuple(dict.fromkeys((*STACK_PACKAGES, *backends, *TOOL_PACKAGES)))
+    return tuple(dict.fromkeys(p for name in names() for p in backend(name).packages))
+
+
+def tracked_packages() -> tuple[str, ...]:
+    """The distributions whose versions a result set records: the stack, every registered backend's,
+    and the gate's tools."""
+    return tuple(dict.fromkeys((*STACK_PACKAGES, *backend_packages(), *TOOL_PACKAGES)))
 
 
 def package_versions() -> dict[str, str | None]:

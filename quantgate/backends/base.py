@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from quantgate.matrix import Case
 
 NOT_CONVERT = Field("modules_to_not_convert", list, required=False, item_kind=str)
+
+
+def not_convert(settings: dict) -> dict:
+    """The config keyword for the settings' modules_to_not_convert, where they name any."""
+    modules = settings.get("modules_to_not_convert")
+    return {"modules_to_not_convert": modules} if modules else {}
 LIBRARIES = ("diffusers", "transformers")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from quantgate.backends.base import NOT_CONVERT, Backend
+from quantgate.backends.base import NOT_CONVERT, Backend, not_convert
 from quantgate.matrix.schema import Field
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ class Quanto(Backend):
     settings_fields = (Field("weights_dtype", str, choices=("int8", "int4", "int2", "float8")), NOT_CONVERT)
 
     def config(self, settings: dict, library: str):
-        extra = {"modules_to_not_convert": settings["modules_to_not_convert"]} if settings.get("modules_to_not_convert") else {}
+        extra = not_convert(settings)
         if library == "diffusers":
             from diffusers import QuantoConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from quantgate.backends.base import NOT_CONVERT, Backend
+from quantgate.backends.base import NOT_CONVERT, Backend, not_convert
 from quantgate.matrix.schema import Field
 
 _GRANULARITY = re.compile(r"^(PerGroup|PerAxis|PerTensor|PerRow)\((-?\d*)\)$")
@@ -55,7 +55,7 @@ class TorchAO(Backend):
             raise ValueError(f"torchao {installed_version('torchao')} has no config {settings['config']!r} "
                              "in torchao.quantization")
         quant_type = cls(**{k: resolve_value(v) for k, v in settings.get("kwargs", {}).items()})
-        extra = {"modules_to_not_convert": settings["modules_to_not_convert"]} if settings.get("modules_to_not_convert") else {}
+        extra = not_convert(settings)
         if library == "diffusers":
             from diffusers import TorchAoConfig
         else:

@@ -19,7 +19,7 @@ from quantgate.errors import QuantgateError
 from quantgate.matrix.schema import Field, check_entry, read_toml
 from quantgate.results.record import (
     CaseRecord,
-    backends_ran,
+    backends_moved,
     latency_ratio,
     median_pair_ratio,
     pair_ratios,
@@ -199,15 +199,15 @@ def _backends_moved(base: Run, cand: Run, th: dict) -> list[Finding]:
         sides = [(run.environment.get("packages") or {}) for run in (base, cand)]
         return tuple(", ".join(f"{d} {side.get(d) or 'not installed'}" for d in dists) or "-" for side in sides)
 
-    x, y = backends_ran(base.records.values()), backends_ran(cand.records.values())
+    vanished, appeared = backends_moved(base.records.values(), cand.records.values())
     out = []
-    for name in sorted(set(x) - set(y)):
+    for name, n in vanished.items():
         was, now = versions(name)
-        out.append(Finding(f"backend {name}", "backend vanished", f"{x[name]} case(s) of backend '{name}' ran in the "
+        out.append(Finding(f"backend {name}", "backend vanished", f"{n} case(s) of backend '{name}' ran in the "
                            "base, none in the candidate", was, now, regression=th["fail_on_vanished"]))
-    for name in sorted(set(y) - set(x)):
+    for name, n in appeared.items():
         was, now = versions(name)
-        out.append(Finding(f"backend {name}", "backend appeared", f"{y[name]} case(s) of backend '{name}' ran in the "
+        out.append(Finding(f"backend {name}", "backend appeared", f"{n} case(s) of backend '{name}' ran in the "
                            "candidate, none in the base", was, now, regression=False))
     return out
 

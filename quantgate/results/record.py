@@ -154,6 +154,13 @@ def backends_ran(records) -> dict[str, int]:
     return counts
 
 
+def backends_moved(base, records) -> tuple[dict[str, int], dict[str, int]]:
+    """(vanished, appeared): each backend that ran in the base's records and not in `records`, with
+    its case count in the base, and each that ran only in `records`, with its count there."""
+    x, y = backends_ran(base), backends_ran(records)
+    return {b: x[b] for b in sorted(set(x) - set(y))}, {b: y[b] for b in sorted(set(y) - set(x))}
+
+
 def references_by_case(records: list[CaseRecord]) -> dict[str, CaseRecord]:
     """Each case's reference record in the same result set (same model, device and hardware)."""
     refs = {(r.model, r.device, r.hardware): r for r in records if r.backend == "none"}

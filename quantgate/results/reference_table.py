@@ -58,9 +58,9 @@ def table(reference_path: Path, records: list[CaseRecord], environment: dict,
     """The side-by-side table as Markdown, and the configurations flagged as off by more than OFF_BY."""
     top, rows = load_reference(reference_path)
     by_config = {r.config: r for r in records if r.model == top["model"] and r.status == Status.OK}
-    from quantgate.backends import backend, names
+    from quantgate.hardware import backend_packages
 
-    reported = {"torch", "diffusers", "transformers"} | {p for n in names() for p in backend(n).packages}
+    reported = {"torch", "diffusers", "transformers", *backend_packages()}
     lines = [
         f"# {top['model']} against the published figures",
         "",

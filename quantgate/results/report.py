@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from quantgate.matrix import expectation_classes, expectation_for
-from quantgate.results.record import CaseRecord, _fmt, backends_ran, latency_ratio, read_results, references_by_case
+from quantgate.results.record import CaseRecord, _fmt, backends_moved, latency_ratio, read_results, references_by_case
 from quantgate.units import GIB, MIB
 
 DISPLAY_SIDE = 512
@@ -184,7 +184,7 @@ def build(results: Path, baselines_dir: Path, fixtures_dir: Path | None = None, 
     base_env = read_results(base)[0]["environment"] if base else None
     changed = ({k: (base_env.get("packages", {}).get(k), v) for k, v in packages.items()
                 if base_env.get("packages", {}).get(k) != v} if base_env else {})
-    moved = backends_moved(list(base_records.values()), records) if base else []
+    moved = _backends_moved(list(base_records.values()), records) if base else []
     jinja = Environment(loader=PackageLoader("quantgate", "templates"), autoescape=select_autoescape(["html"]),
                         keep_trailing_newline=True)
     return jinja.get_template("report.md" if markdown else "report.html").render(
@@ -193,11 +193,11 @@ def build(results: Path, baselines_dir: Path, fixtures_dir: Path | None = None, 
         previous=str(previous) if previous else None, results=str(results), escape=html.escape)
 
 
-def backends_moved(base: list[CaseRecord], records: list[CaseRecord]) -> list[str]:
+def _backends_moved(base: list[CaseRecord], records: list[CaseRecord]) -> list[str]:
     """Sentences naming each quantization backend that ran in only one of the base and this run."""
-    x, y = backends_ran(base), backends_ran(records)
-    return ([f"backend '{b}' vanished: {x[b]} case(s) in the base, none here" for b in sorted(set(x) - set(y))]
-            + [f"backend '{b}' appeared: {y[b]} case(s) here, none in the base" for b in sorted(set(y) - set(x))])
+    vanished, appeared = backends_moved(base, records)
+    return ([f"backend '{b}' vanished: {n} case(s) in the base, none here" for b, n in vanished.items()]
+            + [f"backend '{b}' appeared: {n} case(s) here, none in the base" for b, n in appeared.items()])
 
 
 def _expectations(fixtures_dir: Path | None, models: set[str]) -> dict:
