@@ -23,7 +23,8 @@ mkdir -p "$out"
   python3 - <<'PY'
 import importlib.metadata as md, platform, torch
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
-for p in ("diffusers", "transformers", "accelerate", "torchao", "optimum-quanto", "bitsandbytes", "gguf", "peft"):
+for p in ("diffusers", "transformers", "accelerate", "torchao", "optimum-quanto", "bitsandbytes", "gguf", "peft",
+          "sdnq", "nvidia-modelopt", "auto-round"):
     try:
         print(p, md.version(p))
     except md.PackageNotFoundError:
