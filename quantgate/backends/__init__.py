@@ -24,6 +24,9 @@ BUILT_IN = {
     "bitsandbytes": "quantgate.backends.bitsandbytes:BitsAndBytes",
     "layerwise": "quantgate.backends.layerwise:Layerwise",
     "sdnq": "quantgate.backends.sdnq:SDNQ",
+    "modelopt": "quantgate.backends.modelopt:ModelOpt",
+    "autoround": "quantgate.backends.autoround:AutoRound",
+    "nunchaku": "quantgate.backends.nunchaku:Nunchaku",
 }
 ENTRY_POINT_GROUP = "quantgate.backends"
 

@@ -113,6 +113,12 @@ class Backend:
         return []
 
     # ------------------------------------------------------------------ what it needs built
+    prebuild_code: ClassVar[str | None] = None    # Python that builds its extension (quantgate.backends.prebuild)
+
     def needs_prebuild(self, case: Case) -> bool:
-        """Whether the case needs an extension built in the background (quanto's CPU int4)."""
+        """Whether the case needs the backend's extension (prebuild_code) built in the background."""
         return False
+
+    def prebuilt(self) -> bool:
+        """Whether that extension is already built in this environment (looked up without importing it)."""
+        return self.prebuild_code is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quantgate.backends.base import NOT_CONVERT, Backend, not_convert
@@ -29,6 +31,17 @@ class Quanto(Backend):
 
         return QuantoConfig(weights=settings["weights_dtype"], **extra)
 
+    # its CPU int4 kernels are a C++ extension that optimum-quanto builds the first time a process uses it
+    prebuild_code = "from optimum.quanto.library.extensions.cpp import ext; ext.lib"
+
     def needs_prebuild(self, case: Case) -> bool:
-        """Its CPU int4 kernels are a C++ extension built on first use (quantgate.backends.prebuild)."""
         return case.device == "cpu" and case.config.settings.get("weights_dtype") == "int4"
+
+    def prebuilt(self) -> bool:
+        """The extension's build folder holds the library and the torch version it was built for."""
+        spec = importlib.util.find_spec("optimum")
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            build = Path(root) / "quanto" / "library" / "extensions" / "cpp" / "build"
+            if (build / "quanto_cpp.so").is_file() and (build / "pytorch_version.txt").is_file():
+                return True
+        return False

@@ -1,5 +1,7 @@
 """torchao: any torchao.quantization config class, named in the matrix with its keyword arguments
-(TOML strings become torch dtypes and granularities: 'torch.int4', 'PerGroup(64)', 'PerRow()')."""
+(TOML strings become torch dtypes and granularities: 'torch.int4', 'PerGroup(64)', 'PerRow()'). A
+config outside torchao.quantization is named by its module under torchao:
+'prototype.mx_formats.NVFP4WeightOnlyConfig'."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 from quantgate.backends.base import NOT_CONVERT, Backend, not_convert
 from quantgate.matrix.schema import Field
 
+_CONFIG = re.compile(r"([a-z_]\w*\.)*[A-Z]\w*Config")
 _GRANULARITY = re.compile(r"^(PerGroup|PerAxis|PerTensor|PerRow)\((-?\d*)\)$")
 
 
@@ -39,21 +42,26 @@ class TorchAO(Backend):
     preload_modules = ("torchao", "torchao.quantization")
     packages = ("torchao",)
     settings_fields = (
-        Field("config", str, check=lambda v: None if re.fullmatch(r"[A-Z]\w*Config", v)
-              else "must name a torchao.quantization config class, like 'Int8WeightOnlyConfig'"),
+        Field("config", str, check=lambda v: None if _CONFIG.fullmatch(v)
+              else "must name a torchao.quantization config class, like 'Int8WeightOnlyConfig', or one in a module "
+                   "under torchao, like 'prototype.mx_formats.NVFP4WeightOnlyConfig'"),
         Field("kwargs", dict, required=False, default=dict),
         NOT_CONVERT,
     )
 
     def config(self, settings: dict, library: str):
-        import torchao.quantization
+        import importlib
 
         from quantgate.backends import installed_version
 
-        cls = getattr(torchao.quantization, settings["config"], None)
+        where, _, name = settings["config"].rpartition(".")
+        module = f"torchao.{where or 'quantization'}"
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ModuleNotFoundError:
+            cls = None
         if cls is None:
-            raise ValueError(f"torchao {installed_version('torchao')} has no config {settings['config']!r} "
-                             "in torchao.quantization")
+            raise ValueError(f"torchao {installed_version('torchao')} has no config {name!r} in {module}")
         quant_type = cls(**{k: resolve_value(v) for k, v in settings.get("kwargs", {}).items()})
         extra = not_convert(settings)
         if library == "diffusers":

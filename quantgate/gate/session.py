@@ -60,7 +60,7 @@ class GateSession:
     controller: bool                # a pytest-xdist controller (it runs no case, it merges)
     results_dir: Path
     runner: Runner | None           # set when the data is read
-    prebuild: object | None         # backend extensions being built (quantgate.backends.prebuild)
+    prebuild: list                  # processes building backend extensions (quantgate.backends.prebuild)
     used_baselines: set[Path]
     unused: list[Path]
     written: bool                   # a result set was written
@@ -76,7 +76,7 @@ class GateSession:
         self._case_of_test: dict[str, Case] = {}
         self._known_test_failures: dict[str, KnownFailure] = {}   # test id -> its own known failure
         self.runner = None
-        self.prebuild = None
+        self.prebuild = []
         self.used_baselines = set()
         self.unused = []
         self.written, self.write_error, self.report_error, self.no_gpu_note = False, None, None, None

@@ -27,19 +27,34 @@ SEED = 16
 # layer's weights have (1 / sqrt(3 in))
 
 
+def _features(module) -> tuple[int, int] | None:
+    """(in, out) of a Linear, or of a backend's own linear layer that is not one: auto-round's
+    QuantLinear names them infeatures and outfeatures, as GPTQ's do. The same layers, so the same
+    LoRA, whatever the backend; None for any other module."""
+    import torch
+
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    for names in (("in_features", "out_features"), ("infeatures", "outfeatures")):
+        dims = tuple(getattr(module, n, None) for n in names)
+        if all(isinstance(d, int) for d in dims):
+            return dims
+    return None
+
+
 def lora_state_dict(denoiser, prefix: str, strength: float) -> dict:
     """The synthetic LoRA of `denoiser` (a module tree), keyed as diffusers writes a LoRA:
     `<prefix>.<layer>.lora_A.weight` (rank x in) and `...lora_B.weight` (out x rank), in BF16."""
     import torch
 
     layers = sorted((name, module) for name, module in denoiser.named_modules()
-                    if isinstance(module, torch.nn.Linear) and name.endswith(TARGETS))
+                    if name.endswith(TARGETS) and _features(module))
     if not layers:
         raise ValueError(f"{type(denoiser).__name__} has no attention projection ({', '.join(TARGETS)}) to put a LoRA on")
     generator = torch.Generator("cpu").manual_seed(SEED)
     state = {}
     for name, module in layers:
-        fan_in, fan_out = module.in_features, module.out_features
+        fan_in, fan_out = _features(module)
         down = torch.randn(RANK, fan_in, generator=generator) / fan_in ** 0.5
         up = torch.randn(fan_out, RANK, generator=generator) * (strength / RANK ** 0.5)
         state[f"{prefix}.{name}.lora_A.weight"] = down.to(torch.bfloat16)

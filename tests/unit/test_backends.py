@@ -29,7 +29,8 @@ def test_each_built_in_backend_is_one_module_of_quantgate_backends():
 
 
 def test_each_backends_marker_is_registered_and_carried_by_its_cases():
-    assert {m for m in markers() if m not in ("gpu", "slow")} == {"torchao", "quanto", "gguf", "bitsandbytes", "sdnq"}
+    assert {m for m in markers() if m not in ("gpu", "slow")} == {"torchao", "quanto", "gguf", "bitsandbytes", "sdnq",
+                                                                  "modelopt", "autoround", "nunchaku"}
     from quantgate.matrix import Case
     from tests.unit.conftest import REPO
 
@@ -137,3 +138,50 @@ def test_an_entry_point_that_is_no_backend_is_refused_by_name(bad_plugin_package
     with pytest.raises(QuantgateError, match=r"quantization backend 'notone' \(qg_plugin_backend:NotABackend\) is "
                                              r"not a subclass of quantgate.backends.Backend"):
         markers()                        # a session registers every backend's marker first
+
+
+def test_modelopt_refuses_a_quant_type_that_diffusers_would_quietly_replace_with_fp8():
+    assert backend("modelopt").check_settings({"quant_type": "FP8"}) is None
+    assert backend("modelopt").check_settings({"quant_type": "INT8_FP8"}) is None
+    field, problem = backend("modelopt").check_settings({"quant_type": "FP6"})
+    assert field == "quant_type" and "diffusers would quietly use FP8 instead" in problem
+    field, problem = backend("modelopt").check_settings({"quant_type": "NVFP4", "block_quantize": 16})
+    assert field == "block_quantize" and "needs channel_quantize" in problem
+
+
+def test_modelopt_quantizes_diffusers_components_only():
+    with pytest.raises(ValueError, match="ModelOpt quantizes diffusers components only"):
+        backend("modelopt").config({"quant_type": "FP8"}, "transformers")
+
+
+def test_torchao_names_a_config_outside_torchao_quantization_by_its_module():
+    torchao = backend("torchao")
+    assert torchao.check_settings({"config": "prototype.mx_formats.NVFP4WeightOnlyConfig"}) is None
+    assert torchao.check_settings({"config": "Int8WeightOnly"})[0] == "config"
+    qc = torchao.config({"config": "prototype.mx_formats.NVFP4WeightOnlyConfig"}, "diffusers")
+    assert type(qc.quant_type).__name__ == "NVFP4WeightOnlyConfig"
+    with pytest.raises(ValueError, match=r"torchao \S+ has no config 'NoSuchConfig' in torchao.prototype.mx_formats"):
+        torchao.config({"config": "prototype.mx_formats.NoSuchConfig"}, "diffusers")
+    with pytest.raises(ValueError, match=r"has no config 'Int8WeightOnlyConfig' in torchao.no_such_module"):
+        torchao.config({"config": "no_such_module.Int8WeightOnlyConfig"}, "diffusers")
+
+
+def test_an_autoround_checkpoint_is_made_again_for_other_settings_or_another_auto_round(tmp_path):
+    from quantgate.sources.autoround_checkpoints import checkpoint_path
+
+    model = tmp_path / "tiny-flux-0123"
+    base = checkpoint_path(model, {"scheme": "W4A16", "iters": 0}, tmp_path, "0.16.1")
+    assert base == checkpoint_path(model, {"scheme": "W4A16", "iters": 0, "kernel": "torch"}, tmp_path, "0.16.1"), \
+        "the inference kernel is chosen at load time and does not change the checkpoint"
+    assert base != checkpoint_path(model, {"scheme": "W4A16", "iters": 50}, tmp_path, "0.16.1")
+    assert base != checkpoint_path(model, {"scheme": "W4A16", "iters": 0}, tmp_path, "0.17.0")
+    assert base != checkpoint_path(tmp_path / "other-model", {"scheme": "W4A16", "iters": 0}, tmp_path, "0.16.1")
+    assert base.parent == tmp_path / "autoround"
+
+
+def test_nunchaku_builds_diffusers_nunchaku_lite_config():
+    nvfp4 = backend("nunchaku").config({"precision": "nvfp4", "group_size": 16, "targets": ["blocks.0.attn.to_q"]},
+                                       "diffusers")
+    assert nvfp4.svdq_w4a4["precision"] == "nvfp4" and nvfp4.svdq_w4a4["rank"] == 32 and nvfp4.awq_w4a16 is None
+    int4 = backend("nunchaku").config({"precision": "int4", "group_size": 64, "targets": ["proj_out"]}, "diffusers")
+    assert int4.awq_w4a16 == {"precision": "int4", "group_size": 64, "targets": ["proj_out"]}

@@ -28,6 +28,7 @@ def _append_config(fixtures, text):
 NOOP_SETTINGS = {          # each backend's settings that leave every transformer module unquantized
     "torchao": 'config = "Int8WeightOnlyConfig"',
     "sdnq": 'weights_dtype = "int8"',
+    "modelopt": 'quant_type = "INT8"',
 }
 
 
@@ -76,16 +77,21 @@ def test_baseline_replaced_by_another_seeds_image_fails_the_quality_tests(fox_se
     assert "lighthouse-s0: SSIM" not in result.stdout.str()
 
 
-@pytest.mark.parametrize("config, module, failed", [("gguf-q8_0", "gguf", 6), ("sdnq-int8", "sdnq", 6)])
-def test_backend_that_cannot_be_imported_fails_rather_than_skips(run_gate, tmp_path, config, module, failed):
-    broken = tmp_path / "broken" / module
+@pytest.mark.parametrize("config, backend, package, module, failed", [
+    ("gguf-q8_0", "gguf", "gguf", "gguf", 6),
+    ("sdnq-int8", "sdnq", "sdnq", "sdnq", 6),
+    ("modelopt-int8", "modelopt", "modelopt", "modelopt.torch.quantization", 6),
+    ("autoround-w4a16-rtn", "autoround", "auto_round", "auto_round", 6),
+])
+def test_backend_that_cannot_be_imported_fails_rather_than_skips(run_gate, tmp_path, config, backend, package, module, failed):
+    broken = tmp_path / "broken" / package
     broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text(f'raise ImportError("planted: this {module} release is broken")\n')
+    (broken / "__init__.py").write_text(f'raise ImportError("planted: this {package} release is broken")\n')
     env = {"PYTHONPATH": str(tmp_path / "broken")}
     result = run_gate("--qg-config", config, env=env)
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed") == failed and "skipped" not in outcomes, outcomes   # every test that needs it loaded
-    result.stdout.fnmatch_lines([f"*backend '{module}' failed to import {module}: ImportError: planted*"])
+    result.stdout.fnmatch_lines([f"*backend '{backend}' failed to import {module}: ImportError: planted*"])
 
 
 def _set_field(fixtures, config_id: str, line: str) -> None:
