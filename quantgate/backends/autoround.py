@@ -6,13 +6,9 @@ loads it through diffusers."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from quantgate.backends.base import Backend
 from quantgate.matrix.schema import Field
-
-if TYPE_CHECKING:
-    from quantgate.matrix import Case
+from quantgate.sources.autoround_checkpoints import DEFAULT_SCHEME
 
 KERNELS = ("auto", "torch", "tritonv2", "exllamav2", "marlin")   # diffusers' AutoRoundConfig.VALID_BACKENDS
 
@@ -25,20 +21,20 @@ class AutoRound(Backend):
     routes = ("component",)
     denoiser_only = True
     settings_fields = (
-        Field("scheme", str, required=False, default="W4A16",
+        Field("scheme", str, required=False, default=DEFAULT_SCHEME,
               check=lambda v: None if v.startswith("W") and "A" in v else "must name an auto-round scheme like 'W4A16'"),
         Field("iters", int, required=False, check=lambda v: None if v >= 0 else "must be 0 (RTN) or more tuning steps"),
         Field("nsamples", int, required=False),
         Field("group_size", int, required=False),
         Field("sym", bool, required=False),
         Field("disable_opt_rtn", bool, required=False),
-        Field("kernel", str, required=False, default="auto", choices=KERNELS),
+        Field("kernel", str, required=False, default=KERNELS[0], choices=KERNELS),
     )
 
     def config(self, settings: dict, library: str):
         from diffusers import AutoRoundConfig
 
-        return AutoRoundConfig(backend=settings.get("kernel") or "auto")
+        return AutoRoundConfig(backend=settings.get("kernel") or KERNELS[0])
 
     def load_component(self, session, name, cls, qc, dtype):
         from quantgate.sources.autoround_checkpoints import ensure_denoiser_checkpoint
@@ -48,6 +44,3 @@ class AutoRound(Backend):
         # a device_map as diffusers' AutoRound guide loads it: auto-round picks its kernels for that device
         return cls.from_pretrained(str(folder), subfolder=name, quantization_config=qc, dtype=dtype,
                                    device_map={"": session.case.device})
-
-    def model_without(self, case: Case) -> tuple[str, ...]:
-        return ()

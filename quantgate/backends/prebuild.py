@@ -25,8 +25,8 @@ from quantgate.matrix import Case
 
 def to_build(cases: list[Case]) -> list[Backend]:
     """The backends whose extension some of the cases need and this environment lacks, each once."""
-    wanted = {c.config.backend: backend(c.config.backend) for c in cases if backend(c.config.backend).needs_prebuild(c)}
-    return [b for b in wanted.values() if b.prebuild_code and not b.prebuilt()]
+    wanted = {c.config.backend for c in cases if backend(c.config.backend).needs_prebuild(c)}
+    return [backend(name) for name in sorted(wanted) if not backend(name).prebuilt()]   # prebuilt(): no code, nothing to build
 
 
 def interruptible() -> None:

@@ -31,10 +31,6 @@ def _features(module) -> tuple[int, int] | None:
     """(in, out) of a Linear, or of a backend's own linear layer that is not one: auto-round's
     QuantLinear names them infeatures and outfeatures, as GPTQ's do. The same layers, so the same
     LoRA, whatever the backend; None for any other module."""
-    import torch
-
-    if isinstance(module, torch.nn.Linear):
-        return module.in_features, module.out_features
     for names in (("in_features", "out_features"), ("infeatures", "outfeatures")):
         dims = tuple(getattr(module, n, None) for n in names)
         if all(isinstance(d, int) for d in dims):

@@ -20,12 +20,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-MAKER_SETTINGS = ("scheme", "iters", "nsamples", "group_size", "sym", "disable_opt_rtn")
+DEFAULT_SCHEME = "W4A16"
+TUNING_SETTINGS = ("iters", "nsamples", "group_size", "sym", "disable_opt_rtn")   # AutoRound(...) keywords
 DONE = "quantgate-autoround.json"
 
 
+def maker_settings(settings: dict) -> dict:
+    """The matrix settings that change the checkpoint (the inference kernel does not), defaults filled."""
+    return {"scheme": settings.get("scheme") or DEFAULT_SCHEME,
+            **{k: settings[k] for k in TUNING_SETTINGS if settings.get(k) is not None}}
+
+
 def checkpoint_path(model_dir: Path, settings: dict, cache_root: Path, version: str) -> Path:
-    made = {k: settings[k] for k in MAKER_SETTINGS if settings.get(k) is not None}
+    made = maker_settings(settings)
     key = hashlib.sha256(json.dumps([Path(model_dir).resolve().as_posix(), made, version],
                                     sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_root) / "autoround" / f"{Path(model_dir).name}-{key}"
@@ -41,7 +48,8 @@ def ensure_denoiser_checkpoint(model_dir: Path, settings: dict, cache_root: Path
     from quantgate.errors import QuantgateError
     from quantgate.locks import exclusive
 
-    path = checkpoint_path(model_dir, settings, cache_root, installed_version("auto-round"))
+    version = installed_version("auto-round")
+    path = checkpoint_path(model_dir, settings, cache_root, version)
     if is_complete(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +69,7 @@ def ensure_denoiser_checkpoint(model_dir: Path, settings: dict, cache_root: Path
                 tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-12:])
                 raise QuantgateError(f"auto-round could not quantize {Path(model_dir).name} with {settings}: exit "
                                      f"{run.returncode}; its last lines:\n{tail}")
-            (work / "pipe" / DONE).write_text(json.dumps({"settings": settings, "auto_round": installed_version("auto-round")}))
+            (work / "pipe" / DONE).write_text(json.dumps({"settings": settings, "auto_round": version}))
             os.replace(work / "pipe", path)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -74,7 +82,6 @@ def _quantize(request: dict) -> None:
 
     from auto_round import AutoRound
 
-    settings = request["settings"]
     prompts = Path(request["out"]).parent / "prompts.tsv"
     with prompts.open("w", newline="") as fh:
         writer = csv.writer(fh, delimiter="\t")
@@ -83,8 +90,8 @@ def _quantize(request: dict) -> None:
     call = {"height": request["height"], "width": request["width"]}
     if request["max_sequence_length"]:
         call["max_sequence_length"] = request["max_sequence_length"]
-    kwargs = {k: settings[k] for k in ("iters", "nsamples", "group_size", "sym", "disable_opt_rtn") if settings.get(k) is not None}
-    ar = AutoRound(request["model_dir"], scheme=settings.get("scheme", "W4A16"), dataset=str(prompts),
+    kwargs = maker_settings(request["settings"])
+    ar = AutoRound(request["model_dir"], dataset=str(prompts),
                    num_inference_steps=request["steps"], calib_num_inference_steps=request["steps"],
                    guidance_scale=request["guidance_scale"] or 0.0, generator_seed=request["seed"],
                    device_map=request["device"], pipeline_call_kwargs=call, **kwargs)
