@@ -6,7 +6,7 @@ loads it through diffusers."""
 
 from __future__ import annotations
 
-from quantgate.backends.base import Backend
+from quantgate.backends.base import NOT_CONVERT, Backend
 from quantgate.matrix.schema import Field
 from quantgate.sources.autoround_checkpoints import DEFAULT_SCHEME
 
@@ -29,12 +29,33 @@ class AutoRound(Backend):
         Field("sym", bool, required=False),
         Field("disable_opt_rtn", bool, required=False),
         Field("kernel", str, required=False, default=KERNELS[0], choices=KERNELS),
+        NOT_CONVERT,           # kept in BF16 by auto-round's own layer_config ({name: {"bits": 16}})
     )
 
     def config(self, settings: dict, library: str):
         from diffusers import AutoRoundConfig
 
         return AutoRoundConfig(backend=settings.get("kernel") or KERNELS[0])
+
+    def made_ahead(self, case, cache_root) -> bool:
+        """On a CPU, where making the checkpoint takes a core for 27-88 s and the cases before it leave
+        one free (a CPU case runs on one thread); on a GPU the maker would share the GPU with timed cases."""
+        from quantgate.backends import installed_version
+        from quantgate.sources.autoround_checkpoints import checkpoint_path, is_complete
+        from quantgate.sources.cache import synthetic_dir
+
+        if case.device != "cpu" or case.known_failure is not None or case.model.source != "synthetic":
+            return False
+        version = installed_version("auto-round")
+        return version != "(not installed)" and not is_complete(
+            checkpoint_path(synthetic_dir(case.model, cache_root), case.config.settings, cache_root, version))
+
+    def make_ahead(self, case, cache_root) -> None:
+        from quantgate.sources.autoround_checkpoints import ensure_denoiser_checkpoint
+        from quantgate.sources.cache import model_dir
+
+        ensure_denoiser_checkpoint(model_dir(case.model, cache_root), case.config.settings, cache_root, case.model,
+                                   case.device)
 
     def load_component(self, session, name, cls, qc, dtype):
         from quantgate.sources.autoround_checkpoints import ensure_denoiser_checkpoint

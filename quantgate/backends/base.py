@@ -15,6 +15,7 @@ own cases and nothing else (import_modules raises BackendImportError naming the 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from quantgate.errors import BackendImportError, DataFileError
@@ -122,3 +123,11 @@ class Backend:
     def prebuilt(self) -> bool:
         """Whether that extension is already built in this environment (looked up without importing it)."""
         return self.prebuild_code is None
+
+    def made_ahead(self, case: Case, cache_root: Path) -> bool:
+        """Whether the case loads a checkpoint the suite makes first (AutoRound's) that is not made
+        yet and can be made in the background while earlier cases run (make_ahead)."""
+        return False
+
+    def make_ahead(self, case: Case, cache_root: Path) -> None:
+        """Make that checkpoint, in a background process of its own (quantgate.backends.prebuild)."""

@@ -146,10 +146,6 @@ class GateSession:
             self._gate_data = data
             from quantgate.case.session import DEFAULT_SESSION
 
-            if not self.controller:          # an xdist controller runs no case
-                from quantgate.backends.prebuild import start
-
-                self.prebuild = start(data.cases)
             self.runner = Runner(self.cache_root, opt("--qg-isolation"), self.reference_of,
                                  opt("--qg-case-session") or DEFAULT_SESSION,
                                  on_case_closed=self.write_results, needed_of=self.gpu_bytes_needed,
@@ -245,6 +241,11 @@ class GateSession:
                 # a known failure is the case's, not its clean-up's: the release check must pass
                 item.own_markers[:] = [m for m in item.own_markers if m.name != "xfail"]
         self._case_of_test = {item.nodeid: case for item, case in kept if case is not None}
+        if not self.controller:          # an xdist controller runs no case
+            from quantgate.backends.prebuild import start
+
+            # builds and checkpoints made ahead, for the cases this run kept (after -m, -k, --qg-shard)
+            self.prebuild = start(list({c.id: c for c in self._case_of_test.values()}.values()), self.cache_root)
         from quantgate.case.isolation import PRELOAD_ENV
 
         # the case processes' fork server preloads the families this run kept (before it starts)

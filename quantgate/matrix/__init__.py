@@ -518,7 +518,8 @@ def load_matrix(fixtures_dir: Path, models: dict[str, ModelSpec]) -> list[Backen
         rules = backend(v["backend"])
         if rules.denoiser_only and v["components"] != ["denoiser"]:
             raise DataFileError(path, name, "components", f"backend '{v['backend']}' replaces the denoiser only "
-                                "(a GGUF file replaces it): use ['denoiser']")
+                                "(its checkpoint, a GGUF file or one the suite makes, holds the denoiser alone): "
+                                "use ['denoiser']")
         if v["route"] not in rules.routes:
             raise DataFileError(path, name, "route", f"{v['backend']} has no pipeline-level config: use route 'component'")
         if v["placement"] != "device" and v["devices"] != ["cuda"]:

@@ -22,13 +22,22 @@ from pathlib import Path
 
 DEFAULT_SCHEME = "W4A16"
 TUNING_SETTINGS = ("iters", "nsamples", "group_size", "sym", "disable_opt_rtn")   # AutoRound(...) keywords
+KEPT_SETTING = "modules_to_not_convert"     # modules auto-round leaves in BF16: its layer_config, 16 bits each
 DONE = "quantgate-autoround.json"
 
 
 def maker_settings(settings: dict) -> dict:
     """The matrix settings that change the checkpoint (the inference kernel does not), defaults filled."""
     return {"scheme": settings.get("scheme") or DEFAULT_SCHEME,
-            **{k: settings[k] for k in TUNING_SETTINGS if settings.get(k) is not None}}
+            **{k: settings[k] for k in (*TUNING_SETTINGS, KEPT_SETTING) if settings.get(k) is not None}}
+
+
+def autoround_keywords(settings: dict) -> dict:
+    """AutoRound(...)'s keywords for the settings: the tuning ones as they are, the modules kept in BF16
+    as auto-round's layer_config (each at 16 bits, which auto-round writes unquantized)."""
+    made = maker_settings(settings)
+    kept = made.pop(KEPT_SETTING, None)
+    return {**made, "layer_config": {name: {"bits": 16} for name in kept}} if kept else made
 
 
 def checkpoint_path(model_dir: Path, settings: dict, cache_root: Path, version: str) -> Path:
@@ -90,7 +99,7 @@ def _quantize(request: dict) -> None:
     call = {"height": request["height"], "width": request["width"]}
     if request["max_sequence_length"]:
         call["max_sequence_length"] = request["max_sequence_length"]
-    kwargs = maker_settings(request["settings"])
+    kwargs = autoround_keywords(request["settings"])
     ar = AutoRound(request["model_dir"], dataset=str(prompts),
                    num_inference_steps=request["steps"], calib_num_inference_steps=request["steps"],
                    guidance_scale=request["guidance_scale"] or 0.0, generator_seed=request["seed"],

@@ -29,6 +29,7 @@ NOOP_SETTINGS = {          # each backend's settings that leave every transforme
     "torchao": 'config = "Int8WeightOnlyConfig"',
     "sdnq": 'weights_dtype = "int8"',
     "modelopt": 'quant_type = "INT8"',
+    "autoround": 'scheme = "W4A16", iters = 0',     # the suite makes the checkpoint: auto-round leaves them BF16
 }
 
 
@@ -36,7 +37,7 @@ NOOP_SETTINGS = {          # each backend's settings that leave every transforme
 def test_quantization_that_silently_does_nothing_fails_the_memory_test(run_gate, fixtures_copy, backend):
     _append_config(fixtures_copy, f'''id = "{backend}-noop"
 backend = "{backend}"
-components = ["transformer"]
+components = ["{"denoiser" if backend == "autoround" else "transformer"}"]
 settings = {{ {NOOP_SETTINGS[backend]}, modules_to_not_convert = {json.dumps(TRANSFORMER_MODULES)} }}
 devices = ["cpu"]''')
     result = run_gate("--qg-config", f"{backend}-noop", "-k", "test_quantization_takes_effect",

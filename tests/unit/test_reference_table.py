@@ -29,3 +29,14 @@ def test_rows_sit_beside_the_blog_with_ratios_and_the_far_ones_flagged(tmp_path,
     assert "off by >10%: peak |" in out
     assert "| gguf-q2_k | GGUF Q2_K | 13.264 | - | - |" in out and "not run" in out
     assert "1 row(s) off by more than 10%: bnb-nf4-pipeline" in err
+
+
+def test_a_measured_configuration_the_publication_lacks_gets_a_row_saying_so(tmp_path, capsys):
+    """Backends newer than the publication (SDNQ, ModelOpt) sit beside its rows, never silently absent."""
+    records = [_flux("bf16", 31.50, 36.20), _flux("sdnq-int8", 20.83, 25.33)]
+    write_results(tmp_path, records, ENV, "2026-12-04T00:00:00+00:00")
+    assert main(["reference-table", str(tmp_path / "results.json"),
+                 "--reference", str(REPO / "fixtures" / "reference" / "blog-flux-dev-h100.toml")]) == 0
+    out, err = capsys.readouterr()
+    assert "| sdnq-int8 | - | - | 20.830 | - | - | 25.330 | - | - | 10.4 | no published figure |" in out
+    assert "sdnq-int8" not in err          # nothing to compare, so nothing flagged
