@@ -195,7 +195,7 @@ class GateSession:
         if case.device == "cuda" and not _cuda_available():
             marks.append(pytest.mark.skip(reason="needs CUDA: no CUDA device is visible to torch here"))
         if case.known_failure is not None:
-            marks.append(pytest.mark.xfail(strict=True, raises=KnownFailureReproduced,
+            marks.append(pytest.mark.xfail(strict=case.known_failure.strict, raises=KnownFailureReproduced,
                                            reason=f"known failure: {case.known_failure.reason}"))
         return marks
 
@@ -234,7 +234,7 @@ class GateSession:
                      if case is not None and case.known_failure is None else None)
             if known is not None:       # one test's known failure: its assertion, with its message
                 # its assertion, or the error its step raised (a regression path's); the message decides
-                item.add_marker(pytest.mark.xfail(strict=True, raises=(AssertionError, QuantgateError),
+                item.add_marker(pytest.mark.xfail(strict=known.strict, raises=(AssertionError, QuantgateError),
                                                   reason=f"known failure: {known.reason}"))
                 self._known_test_failures[item.nodeid] = known
             if case is not None and item.get_closest_marker(AFTER_CASE) is not None:

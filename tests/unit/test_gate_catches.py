@@ -193,3 +193,22 @@ def test_latency_records_survive_process_isolation(unchanged_runs):
     timed = bench["test_denoise_latency[tiny-flux-quanto-int8-cpu]"]
     assert timed["stats"]["rounds"] == 3 and timed["stats"]["median"] > 0
     assert timed["extra_info"]["case"] == "tiny-flux-quanto-int8-cpu"
+
+
+@pytest.mark.parametrize("strict, outcome", [("", {"failed": 1}), ("strict = false", {"xpassed": 1})])
+def test_a_known_failure_that_does_not_happen_fails_unless_it_is_marked_not_strict(run_gate, fixtures_copy,
+                                                                                    strict, outcome):
+    """A known failure that passes here (XPASS) fails the test, so a fixed bug is noticed; one marked
+    strict = false (seen on some machines of its class, not on others) lets the test's own checks decide."""
+    _append_config(fixtures_copy, f'''id = "quanto-int8-planted"
+backend = "quanto"
+components = ["transformer"]
+settings = {{ weights_dtype = "int8" }}
+devices = ["cpu"]
+[[config.known_failure]]
+test = "test_quantization_takes_effect"
+match = "planted"
+reason = "planted: it fails on some hosts"
+{strict}''')
+    result = run_gate("--qg-config", "quanto-int8-planted", "-k", "test_quantization_takes_effect", fixtures=fixtures_copy)
+    result.assert_outcomes(**outcome)
