@@ -187,7 +187,11 @@ def test_a_known_failure_of_some_cpu_classes_holds_there_before_the_devices_entr
     load fails for uint4 on every CPU: on AVX2 the class's entry is the one, elsewhere the others are."""
     fuse, quality = "test_lora_fuses_into_the_weights_and_unfuses", "test_quantized_image_close_to_bf16_baseline"
     avx2 = _sdnq_cases(REPO / "fixtures", "cpu-x86_64-avx2", monkeypatch)
-    assert avx2.known_test_failure(fuse).match == ("has non-finite values",)
+    # the AVX2 entry is not strict (its NaN comes on some hosts only): where it does not, the others' messages hold
+    assert avx2.known_test_failure(fuse).match == ("has non-finite values",
+                                                   "ValueError: not enough values to unpack (expected 2, got 1)",
+                                                   "must match the size of tensor b")
+    assert not avx2.known_test_failure(fuse).strict
     assert avx2.known_test_failure(quality).match == ("has non-finite values",)
     amx = _sdnq_cases(REPO / "fixtures", "cpu-x86_64-avx512-amx", monkeypatch)
     assert amx.known_test_failure(fuse).match == ("ValueError: not enough values to unpack (expected 2, got 1)",)
