@@ -40,15 +40,12 @@ class AutoRound(Backend):
     def made_ahead(self, case, cache_root) -> bool:
         """On a CPU, where making the checkpoint takes a core for 27-88 s and the cases before it leave
         one free (a CPU case runs on one thread); on a GPU the maker would share the GPU with timed cases."""
-        from quantgate.backends import installed_version
-        from quantgate.sources.autoround_checkpoints import checkpoint_path, is_complete
+        from quantgate.sources.autoround_checkpoints import is_made
         from quantgate.sources.cache import synthetic_dir
 
         if case.device != "cpu" or case.known_failure is not None or case.model.source != "synthetic":
             return False
-        version = installed_version("auto-round")
-        return version != "(not installed)" and not is_complete(
-            checkpoint_path(synthetic_dir(case.model, cache_root), case.config.settings, cache_root, version))
+        return not is_made(synthetic_dir(case.model, cache_root), case.config.settings, cache_root)
 
     def make_ahead(self, case, cache_root) -> None:
         from quantgate.sources.autoround_checkpoints import ensure_denoiser_checkpoint

@@ -46,6 +46,9 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+MADE_AHEAD = "qg_made_ahead"      # marks a maker's process (start()), which finish() does not wait for
+
+
 def to_make(cases: list[Case], cache_root: Path) -> list[Case]:
     """The cases whose checkpoint their backend makes ahead and has not made yet, in the cases' order."""
     return [c for c in cases if backend(c.config.backend).made_ahead(c, cache_root)]
@@ -71,9 +74,6 @@ def start(cases: list[Case], cache_root: Path | None = None) -> list[subprocess.
             setattr(maker, MADE_AHEAD, True)
         procs.append(maker)
     return [p for p in procs if p is not None]
-
-
-MADE_AHEAD = "qg_made_ahead"      # marks a maker's process (start()), which finish() does not wait for
 
 
 def finish(procs: list[subprocess.Popen] | None, wait_s: float = 120.0) -> None:

@@ -51,6 +51,13 @@ def is_complete(path: Path) -> bool:
     return (path / DONE).is_file()
 
 
+def is_made(model_dir: Path, settings: dict, cache_root: Path) -> bool:
+    """Whether the installed auto-round's checkpoint for this model and settings is in the cache."""
+    from quantgate.backends import installed_version
+
+    return is_complete(checkpoint_path(model_dir, settings, cache_root, installed_version("auto-round")))
+
+
 def ensure_denoiser_checkpoint(model_dir: Path, settings: dict, cache_root: Path, spec, device: str) -> Path:
     """The AutoRound pipeline folder for this model and settings, made first where missing."""
     from quantgate.backends import installed_version

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from quantgate.backends import backend as backend_rules
 from quantgate.case.session import CaseSession
 from quantgate.matrix import Case, load_matrix, load_models, reference_config
 from quantgate.sources.cache import ensure_synthetic
@@ -37,7 +38,7 @@ NOOP_SETTINGS = {          # each backend's settings that leave every transforme
 def test_quantization_that_silently_does_nothing_fails_the_memory_test(run_gate, fixtures_copy, backend):
     _append_config(fixtures_copy, f'''id = "{backend}-noop"
 backend = "{backend}"
-components = ["{"denoiser" if backend == "autoround" else "transformer"}"]
+components = ["{"denoiser" if backend_rules(backend).denoiser_only else "transformer"}"]
 settings = {{ {NOOP_SETTINGS[backend]}, modules_to_not_convert = {json.dumps(TRANSFORMER_MODULES)} }}
 devices = ["cpu"]''')
     result = run_gate("--qg-config", f"{backend}-noop", "-k", "test_quantization_takes_effect",
